@@ -1,0 +1,694 @@
+//! Configuration: TOML parsed into raw structs (unknown keys refused), then validated into typed
+//! values. Every error names the key, the value and what would be accepted. `vakt check-config`
+//! runs exactly this code. Reference: `edge/docs/ref/config.md`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::geometry::{Point, Polygon, Raster};
+use crate::source::SourceSpec;
+
+/// The longest retention the box accepts, whatever the config says (IMY: "a few days at most").
+pub const MAX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A configuration error: which key, which value, and what would have been accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The file the error is in, when known.
+    pub file: Option<PathBuf>,
+    /// Dotted key path, e.g. `mqtt.url` or `privacy.masks[1].points`.
+    pub key: String,
+    /// The offending value as written (or a short description).
+    pub value: String,
+    /// What is accepted instead.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.expected)
+        } else if self.value.is_empty() {
+            write!(f, "`{}`: {}", self.key, self.expected)
+        } else {
+            write!(f, "`{}` = {}: {}", self.key, self.value, self.expected)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: impl Into<String>, value: impl fmt::Display, expected: impl Into<String>) -> ConfigError {
+    ConfigError { file: None, key: key.into(), value: value.to_string(), expected: expected.into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, as written in the file.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(rename = "box")]
+    box_: Option<RawBox>,
+    source: Option<RawSource>,
+    mqtt: Option<RawMqtt>,
+    storage: Option<RawStorage>,
+    motion: Option<RawMotion>,
+    events: Option<RawEvents>,
+    privacy: Option<RawPrivacy>,
+    #[serde(default)]
+    zones: Vec<RawNamedPolygon>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBox {
+    id: Option<String>,
+    site: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    uri: Option<String>,
+    camera: Option<String>,
+    #[serde(rename = "loop")]
+    loop_: Option<bool>,
+    reconnect_max: Option<String>,
+    stall_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: Option<String>,
+    prefix: Option<String>,
+    health_interval: Option<String>,
+    keep_alive: Option<String>,
+    embedded_broker: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    dir: Option<PathBuf>,
+    record: Option<bool>,
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMotion {
+    width: Option<u32>,
+    threshold: Option<f64>,
+    sigma_k: Option<f64>,
+    learn_time: Option<String>,
+    min_area: Option<f64>,
+    global_change: Option<f64>,
+    #[serde(default)]
+    masks: Vec<RawNamedPolygon>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    start_after: Option<String>,
+    update_interval: Option<String>,
+    end_after: Option<String>,
+    min_zone_area: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    #[serde(default)]
+    masks: Vec<RawNamedPolygon>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedPolygon {
+    name: Option<String>,
+    points: Option<Vec<Point>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed, validated.
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub box_: BoxConfig,
+    pub source: SourceConfig,
+    pub mqtt: MqttConfig,
+    pub storage: StorageConfig,
+    pub motion: MotionConfig,
+    pub events: EventsConfig,
+    pub privacy: PrivacyConfig,
+    pub zones: Vec<NamedPolygon>,
+    /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BoxConfig {
+    pub id: String,
+    pub site: String,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub uri: String,
+    pub spec: SourceSpec,
+    pub camera: String,
+    pub loop_files: bool,
+    pub reconnect_max: Duration,
+    pub stall_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttScheme {
+    Plain,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub url: String,
+    pub scheme: MqttScheme,
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+    pub health_interval: Duration,
+    pub keep_alive: Duration,
+    /// Loopback address of the embedded development broker, when enabled.
+    pub embedded_broker: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    pub record: bool,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MotionConfig {
+    /// Working width in pixels of the grey analysis frame (height keeps the aspect ratio).
+    pub width: u32,
+    /// Smallest grey-level difference that can count as motion (0..255).
+    pub threshold: f64,
+    /// Difference, in background standard deviations, above which a pixel is foreground.
+    pub sigma_k: f64,
+    /// Time constant of the background model.
+    pub learn_time: Duration,
+    /// Smallest blob kept, as a share of the frame.
+    pub min_area: f64,
+    /// Share of the frame changing at once that is taken as a global illumination change.
+    pub global_change: f64,
+    /// Areas where motion is ignored.
+    pub masks: Vec<NamedPolygon>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    pub start_after: Duration,
+    pub update_interval: Duration,
+    pub end_after: Duration,
+    /// Share of the frame that must be moving inside a zone for the zone to be active.
+    pub min_zone_area: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PrivacyConfig {
+    pub masks: Vec<NamedPolygon>,
+}
+
+impl PrivacyConfig {
+    pub fn polygons(&self) -> Vec<Polygon> {
+        self.masks.iter().map(|m| m.polygon.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedPolygon {
+    pub name: String,
+    pub polygon: Polygon,
+}
+
+/// The default time constants, in one place so docs and code agree.
+pub mod defaults {
+    pub const STATE_DIR: &str = "/var/lib/vakt";
+    pub const CAMERA: &str = "cam0";
+    pub const RECONNECT_MAX: &str = "30s";
+    pub const STALL_TIMEOUT: &str = "5s";
+    pub const HEALTH_INTERVAL: &str = "30s";
+    pub const KEEP_ALIVE: &str = "15s";
+    pub const MAX_AGE: &str = "24h";
+    pub const MOTION_WIDTH: u32 = 320;
+    pub const MOTION_THRESHOLD: f64 = 12.0;
+    pub const MOTION_SIGMA_K: f64 = 3.0;
+    pub const MOTION_LEARN_TIME: &str = "8s";
+    pub const MOTION_MIN_AREA: f64 = 0.0005;
+    pub const MOTION_GLOBAL_CHANGE: f64 = 0.6;
+    pub const START_AFTER: &str = "400ms";
+    pub const UPDATE_INTERVAL: &str = "10s";
+    pub const END_AFTER: &str = "5s";
+    pub const MIN_ZONE_AREA: f64 = 0.0005;
+}
+
+/// Loads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        key: String::new(),
+        value: String::new(),
+        expected: format!("cannot read the config file: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })
+}
+
+/// Parses and validates config text. Relative paths resolve against `base`.
+pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        file: None,
+        key: String::new(),
+        value: String::new(),
+        expected: format!("invalid TOML: {}", e.to_string().trim_end()),
+    })?;
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
+    validate(raw, base, digest)
+}
+
+fn required<T>(v: Option<T>, key: &str, what: &str) -> Result<T, ConfigError> {
+    v.ok_or_else(|| err(key, "", format!("missing; {what}")))
+}
+
+fn duration(
+    v: Option<String>,
+    key: &str,
+    default: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or_else(|| default.to_string());
+    let d = humantime::parse_duration(&s)
+        .map_err(|e| err(key, format!("{s:?}"), format!("a duration such as \"90s\", \"5m\" or \"2h\" ({e})")))?;
+    if d < min || d > max {
+        return Err(err(
+            key,
+            format!("{s:?}"),
+            format!("must lie between {} and {}", humantime::format_duration(min), humantime::format_duration(max)),
+        ));
+    }
+    Ok(d)
+}
+
+fn number(v: Option<f64>, key: &str, default: f64, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let x = v.unwrap_or(default);
+    if !x.is_finite() || x < min || x > max {
+        return Err(err(key, x, format!("a number from {min} to {max}")));
+    }
+    Ok(x)
+}
+
+/// Names of boxes, sites, cameras and zones: they appear in MQTT topics.
+fn name(v: String, key: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !v.starts_with('-');
+    if !ok {
+        return Err(err(
+            key,
+            format!("{v:?}"),
+            "1 to 64 characters of a-z, 0-9, '-' and '_', not starting with '-' (it becomes part of MQTT topics)",
+        ));
+    }
+    Ok(v)
+}
+
+fn polygons(raw: Vec<RawNamedPolygon>, key: &str) -> Result<Vec<NamedPolygon>, ConfigError> {
+    let mut out: Vec<NamedPolygon> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let n = name(required(r.name, &format!("{k}.name"), "every polygon needs a name")?, &format!("{k}.name"))?;
+        if out.iter().any(|o| o.name == n) {
+            return Err(err(format!("{k}.name"), format!("{n:?}"), "names must be unique within the list"));
+        }
+        let pts = required(r.points, &format!("{k}.points"), "a list of [x, y] pairs, normalised to 0..1")?;
+        let shown = format!("{pts:?}");
+        let polygon = Polygon::new(pts).map_err(|e| err(format!("{k}.points"), shown, format!("the polygon {e}")))?;
+        out.push(NamedPolygon { name: n, polygon });
+    }
+    Ok(out)
+}
+
+fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, ConfigError> {
+    let rb = required(raw.box_, "box", "the [box] table with `id` and `site` (set by `vakt provision`)")?;
+    let id = name(required(rb.id, "box.id", "the box's unique id, e.g. \"vakt-0042\"")?, "box.id")?;
+    let site = name(required(rb.site, "box.site", "the site name, e.g. \"stora-torget\"")?, "box.site")?;
+    let state_dir = resolve(base, rb.state_dir.unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR)));
+    let box_ = BoxConfig { id, site, state_dir };
+
+    let rs = required(raw.source, "source", "the [source] table with `uri`")?;
+    let uri =
+        required(rs.uri, "source.uri", "rtsp://, file://, a path, dir/in%06d.jpg, v4l2:///dev/videoN or test://")?;
+    let spec = SourceSpec::parse(&uri, base).map_err(|e| err("source.uri", format!("{uri:?}"), e))?;
+    let source = SourceConfig {
+        uri,
+        spec,
+        camera: name(rs.camera.unwrap_or_else(|| defaults::CAMERA.into()), "source.camera")?,
+        loop_files: rs.loop_.unwrap_or(false),
+        reconnect_max: duration(
+            rs.reconnect_max,
+            "source.reconnect_max",
+            defaults::RECONNECT_MAX,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?,
+        stall_timeout: duration(
+            rs.stall_timeout,
+            "source.stall_timeout",
+            defaults::STALL_TIMEOUT,
+            Duration::from_millis(500),
+            Duration::from_secs(120),
+        )?,
+    };
+
+    let rm = required(raw.mqtt, "mqtt", "the [mqtt] table with `url`")?;
+    let url = required(rm.url, "mqtt.url", "the broker, mqtts://host:port (or mqtt://host:port on a trusted network)")?;
+    let (scheme, host, port) = parse_mqtt_url(&url).map_err(|e| err("mqtt.url", format!("{url:?}"), e))?;
+    let prefix = match rm.prefix {
+        Some(p) => {
+            let ok = !p.is_empty()
+                && !p.starts_with('/')
+                && !p.ends_with('/')
+                && !p.contains(['+', '#', '\0'])
+                && !p.starts_with('$');
+            if !ok {
+                return Err(err(
+                    "mqtt.prefix",
+                    format!("{p:?}"),
+                    "a topic prefix without wildcards (+ #), leading '$' or '/', or trailing '/'",
+                ));
+            }
+            p
+        }
+        None => format!("vakt/{}/{}", box_.site, box_.id),
+    };
+    let embedded_broker = match rm.embedded_broker {
+        None => None,
+        Some(a) => {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                err("mqtt.embedded_broker", format!("{a:?}"), "a loopback address and port, e.g. \"127.0.0.1:1883\"")
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(err(
+                    "mqtt.embedded_broker",
+                    format!("{a:?}"),
+                    "the embedded development broker binds to loopback only (127.0.0.1 or [::1])",
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let mqtt = MqttConfig {
+        url,
+        scheme,
+        host,
+        port,
+        prefix,
+        health_interval: duration(
+            rm.health_interval,
+            "mqtt.health_interval",
+            defaults::HEALTH_INTERVAL,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        keep_alive: duration(
+            rm.keep_alive,
+            "mqtt.keep_alive",
+            defaults::KEEP_ALIVE,
+            Duration::from_secs(5),
+            Duration::from_secs(600),
+        )?,
+        embedded_broker,
+    };
+
+    let rst = required(raw.storage, "storage", "the [storage] table with `record = true` or `record = false`")?;
+    let record = rst.record.ok_or_else(|| {
+        err(
+            "storage.record",
+            "",
+            "missing; write `record = true` or `record = false` explicitly (there is no default, so recording is never switched on by accident)",
+        )
+    })?;
+    let storage = StorageConfig {
+        dir: resolve(base, rst.dir.unwrap_or_else(|| box_.state_dir.join("ring"))),
+        record,
+        max_age: duration(rst.max_age, "storage.max_age", defaults::MAX_AGE, Duration::from_secs(60), MAX_RETENTION)?,
+    };
+
+    let rmo = raw.motion.unwrap_or(RawMotion {
+        width: None,
+        threshold: None,
+        sigma_k: None,
+        learn_time: None,
+        min_area: None,
+        global_change: None,
+        masks: Vec::new(),
+    });
+    let width = rmo.width.unwrap_or(defaults::MOTION_WIDTH);
+    if !(64..=1920).contains(&width) || !width.is_multiple_of(2) {
+        return Err(err("motion.width", width, "an even number of pixels from 64 to 1920"));
+    }
+    let motion = MotionConfig {
+        width,
+        threshold: number(rmo.threshold, "motion.threshold", defaults::MOTION_THRESHOLD, 1.0, 128.0)?,
+        sigma_k: number(rmo.sigma_k, "motion.sigma_k", defaults::MOTION_SIGMA_K, 0.5, 10.0)?,
+        learn_time: duration(
+            rmo.learn_time,
+            "motion.learn_time",
+            defaults::MOTION_LEARN_TIME,
+            Duration::from_millis(500),
+            Duration::from_secs(3600),
+        )?,
+        min_area: number(rmo.min_area, "motion.min_area", defaults::MOTION_MIN_AREA, 0.0, 0.5)?,
+        global_change: number(rmo.global_change, "motion.global_change", defaults::MOTION_GLOBAL_CHANGE, 0.1, 1.0)?,
+        masks: polygons(rmo.masks, "motion.masks")?,
+    };
+
+    let re = raw.events.unwrap_or(RawEvents {
+        start_after: None,
+        update_interval: None,
+        end_after: None,
+        min_zone_area: None,
+    });
+    let events = EventsConfig {
+        start_after: duration(
+            re.start_after,
+            "events.start_after",
+            defaults::START_AFTER,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )?,
+        update_interval: duration(
+            re.update_interval,
+            "events.update_interval",
+            defaults::UPDATE_INTERVAL,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        end_after: duration(
+            re.end_after,
+            "events.end_after",
+            defaults::END_AFTER,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?,
+        min_zone_area: number(re.min_zone_area, "events.min_zone_area", defaults::MIN_ZONE_AREA, 0.0, 1.0)?,
+    };
+
+    let privacy = PrivacyConfig { masks: polygons(raw.privacy.map(|p| p.masks).unwrap_or_default(), "privacy.masks")? };
+    // Together the privacy masks must leave something to see.
+    let all = Raster::conservative(&privacy.polygons(), 160, 120);
+    if !privacy.masks.is_empty() && all.count() == 160 * 120 {
+        return Err(err(
+            "privacy.masks",
+            format!("{} masks", privacy.masks.len()),
+            "together the masks cover the whole frame; leave part of the view unmasked",
+        ));
+    }
+    let zones = polygons(raw.zones, "zones")?;
+
+    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, zones, digest })
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+fn parse_mqtt_url(url: &str) -> Result<(MqttScheme, String, u16), String> {
+    let expected = "mqtts://host:port or mqtt://host:port";
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (MqttScheme::Tls, r)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (MqttScheme::Plain, r)
+    } else {
+        return Err(format!("unsupported scheme; expected {expected}"));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('@') {
+        return Err(format!("no path or credentials in the URL; expected {expected}"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 =
+                p.parse().map_err(|_| format!("port {p:?} is not a number from 1 to 65535; expected {expected}"))?;
+            if port == 0 {
+                return Err(format!("port 0 is not a port; expected {expected}"));
+            }
+            (h.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+        }
+        _ => (rest.to_string(), if scheme == MqttScheme::Tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(format!("no host; expected {expected}"));
+    }
+    Ok((scheme, host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[box]
+id = "vakt-0001"
+site = "stora-torget"
+state_dir = "state"
+[source]
+uri = "test://ball"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[storage]
+record = false
+[[privacy.masks]]
+name = "window"
+points = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]]
+[[zones]]
+name = "square"
+points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
+"#;
+
+    fn parse_ok(t: &str) -> Config {
+        parse(t, Path::new("/etc/vakt")).unwrap()
+    }
+
+    fn parse_err(t: &str) -> String {
+        parse(t, Path::new("/etc/vakt")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse_ok(GOOD);
+        assert_eq!(c.box_.id, "vakt-0001");
+        assert_eq!(c.mqtt.prefix, "vakt/stora-torget/vakt-0001");
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.box_.state_dir, Path::new("/etc/vakt/state"));
+        assert_eq!(c.storage.dir, Path::new("/etc/vakt/state/ring"));
+        assert!(!c.storage.record);
+        assert_eq!(c.storage.max_age, Duration::from_secs(24 * 3600));
+        assert_eq!(c.privacy.masks.len(), 1);
+        assert_eq!(c.zones[0].name, "square");
+        assert_eq!(c.digest.len(), 64);
+    }
+
+    #[test]
+    fn errors_name_key_value_and_expectation() {
+        let cases = [
+            (GOOD.replace("record = false", ""), "`storage.record`", "explicitly"),
+            (GOOD.replace("mqtt://127.0.0.1:1883", "ftp://x"), "`mqtt.url` = \"ftp://x\"", "mqtts://"),
+            (GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://h:99999"), "`mqtt.url`", "port"),
+            (GOOD.replace("test://ball", "gopher://cam"), "`source.uri` = \"gopher://cam\"", "rtsp://"),
+            (
+                GOOD.replace("record = false", "record = false\nmax_age = \"30d\""),
+                "`storage.max_age` = \"30d\"",
+                "between",
+            ),
+            (
+                GOOD.replace("record = false", "record = false\nmax_age = \"soon\""),
+                "`storage.max_age` = \"soon\"",
+                "duration",
+            ),
+            (
+                GOOD.replace("[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]", "[0.1, 0.1], [0.3, 0.1]"),
+                "`privacy.masks[0].points`",
+                "at least 3",
+            ),
+            (
+                GOOD.replace("[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]", "[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]"),
+                "`privacy.masks[0].points`",
+                "intersect itself",
+            ),
+            (
+                GOOD.replace("[0.1, 0.1], [0.3, 0.1], [0.3, 0.3]", "[0, 0], [1, 0], [1, 1], [0, 1]"),
+                "`privacy.masks[0].points`",
+                "whole frame",
+            ),
+            (
+                GOOD.replace("site = \"stora-torget\"", "site = \"Stora Torget\""),
+                "`box.site` = \"Stora Torget\"",
+                "a-z",
+            ),
+            (GOOD.replace("[storage]", "[storage]\ncolour = 1"), "unknown field `colour`", "record"),
+            (format!("{GOOD}\n[motion]\nwidth = 7"), "`motion.width` = 7", "even"),
+            (format!("{GOOD}\n[mqtt2]\n"), "unknown field `mqtt2`", ""),
+            (
+                GOOD.replace("[mqtt]", "[mqtt]\nembedded_broker = \"0.0.0.0:1883\""),
+                "`mqtt.embedded_broker`",
+                "loopback",
+            ),
+            ("[box\n".to_string(), "invalid TOML", ""),
+        ];
+        for (text, want_a, want_b) in cases {
+            let e = parse_err(&text);
+            assert!(e.contains(want_a) && e.contains(want_b), "want {want_a:?} and {want_b:?}, got: {e}");
+        }
+    }
+
+    #[test]
+    fn masks_together_covering_the_frame_are_refused() {
+        let t = GOOD.replace(
+            "[[zones]]",
+            "[[privacy.masks]]\nname = \"left\"\npoints = [[0, 0], [0.6, 0], [0.6, 1], [0, 1]]\n[[privacy.masks]]\nname = \"right\"\npoints = [[0.5, 0], [1, 0], [1, 1], [0.5, 1]]\n[[zones]]",
+        );
+        assert!(parse_err(&t).contains("cover the whole frame"));
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtts://broker.example:8883").unwrap(),
+            (MqttScheme::Tls, "broker.example".into(), 8883)
+        );
+        assert_eq!(parse_mqtt_url("mqtts://broker").unwrap().2, 8883);
+        assert_eq!(parse_mqtt_url("mqtt://[::1]:1884").unwrap(), (MqttScheme::Plain, "::1".into(), 1884));
+        assert!(parse_mqtt_url("mqtt://user:pw@host:1883").is_err());
+        assert!(parse_mqtt_url("mqtt://:1883").is_err());
+    }
+}

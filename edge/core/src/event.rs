@@ -1,0 +1,124 @@
+//! The event contract: one JSON object per message on `<prefix>/events`. Schema:
+//! `edge/docs/ref/event.schema.json`; semantics: `edge/docs/design/events.md`.
+//! No image bytes and no identity fields, ever: the struct has no field that could hold them.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::geometry::BBox;
+
+pub const EVENT_VERSION: u32 = 1;
+
+/// What happened. A closed set; each kind maps to an ONVIF topic (see `onvif_topic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Motion inside a zone (or anywhere, with no zones configured).
+    Motion,
+    /// The camera stopped delivering frames (disconnected, stalled, undecodable).
+    SignalLost,
+}
+
+impl EventKind {
+    pub const ALL: &'static [EventKind] = &[EventKind::Motion, EventKind::SignalLost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Motion => "motion",
+            EventKind::SignalLost => "signal_lost",
+        }
+    }
+
+    /// The ONVIF event topic this kind corresponds to (namespace prefix `tns1:` dropped).
+    pub fn onvif_topic(self) -> &'static str {
+        match self {
+            EventKind::Motion => "VideoSource/MotionAlarm",
+            EventKind::SignalLost => "VideoSource/SignalLoss",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Start,
+    Update,
+    End,
+}
+
+/// One message on the events topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub v: u32,
+    /// ULID of the event; the same for its start, updates and end.
+    pub id: String,
+    #[serde(rename = "box")]
+    pub box_id: String,
+    pub site: String,
+    pub camera: String,
+    pub kind: EventKind,
+    pub phase: Phase,
+    pub zone: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// When this message was emitted.
+    pub at: String,
+    /// Per-box message counter over the events topic; never reused.
+    pub seq: u64,
+    /// Boot counter of the box when the message was emitted.
+    pub boot: u64,
+    pub bbox: Option<BBox>,
+    /// Share of the frame involved (0..1).
+    pub area: f64,
+    /// Stream position of the frame that emitted this message, seconds.
+    pub media_time_s: f64,
+    /// Stream position where the condition began, seconds.
+    pub onset_media_time_s: f64,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T17:13:30.123Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let ms = t.millisecond();
+    let t = t.replace_nanosecond(ms as u32 * 1_000_000).expect("valid nanosecond");
+    let s = t.format(&Rfc3339).expect("format RFC 3339");
+    // `time` prints fractional seconds only when non-zero; normalise to exactly 3 digits.
+    match s.find('.') {
+        Some(_) => {
+            let (head, _) = s.split_at(19);
+            format!("{head}.{ms:03}Z")
+        }
+        None => format!("{}.{ms:03}Z", &s[..19]),
+    }
+}
+
+/// Rounds to a fixed number of decimals so that payloads are short and stable.
+pub fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_millis_and_z() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_123_456_789).unwrap();
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+        let t = OffsetDateTime::from_unix_timestamp(0).unwrap();
+        assert_eq!(rfc3339(t), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn kinds_serialise_as_documented() {
+        assert_eq!(serde_json::to_string(&EventKind::SignalLost).unwrap(), "\"signal_lost\"");
+        for k in EventKind::ALL {
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
+            assert!(k.onvif_topic().starts_with("VideoSource/"));
+        }
+    }
+}

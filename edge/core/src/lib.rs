@@ -1,0 +1,10 @@
+//! Vakt's pure core: configuration, geometry, the event contract and lifecycle policy.
+//! Nothing here depends on tokio, GStreamer or OpenCV, so it can be tested with tables.
+
+pub mod clock;
+pub mod config;
+pub mod counters;
+pub mod event;
+pub mod geometry;
+pub mod lifecycle;
+pub mod source;

@@ -1,0 +1,243 @@
+//! The analysis stage shared by the live box and offline replay: static-masked frames in,
+//! events out. Motion → zones → lifecycle → event contract. Design: `edge/docs/design/events.md`.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use vakt_core::clock::Clock;
+use vakt_core::config::Config;
+use vakt_core::counters::SeqAllocator;
+use vakt_core::event::{EVENT_VERSION, Event, EventKind, Phase, rfc3339, round};
+use vakt_core::lifecycle::{Lifecycle, LifecycleParams, Observation, Transition, TransitionPhase};
+use vakt_media::StaticMaskedFrame;
+use vakt_vision::{BackgroundMotion, GrayFrame, MotionDetector, MotionParams, MotionResult, ZoneSet};
+
+/// Who the events are from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub box_id: String,
+    pub site: String,
+    pub camera: String,
+    pub boot: u64,
+}
+
+/// Builds contract events: ids, seq, timestamps.
+pub struct EventFactory {
+    origin: Origin,
+    seq: SeqAllocator,
+    clock: Box<dyn Clock>,
+    /// Identity and start time of each open event, fixed at its `start` so that its updates and
+    /// its end carry exactly the same `id` and `started_at` (E2).
+    open: HashMap<(EventKind, Option<String>, u64), (String, OffsetDateTime)>,
+}
+
+/// An event's identity is derived, not random: unique per (box, boot, kind, zone, serial), and
+/// identical across two replays of the same input.
+fn event_id(o: &Origin, kind: EventKind, zone: Option<&str>, serial: u64, onset: OffsetDateTime) -> String {
+    let mut h = Sha256::new();
+    for part in [o.box_id.as_str(), o.camera.as_str(), kind.as_str(), zone.unwrap_or("")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(o.boot.to_be_bytes());
+    h.update(serial.to_be_bytes());
+    let d = h.finalize();
+    let mut r = [0u8; 16];
+    r[6..].copy_from_slice(&d[..10]);
+    let ms = (onset.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(r)).to_string()
+}
+
+impl EventFactory {
+    pub fn new(origin: Origin, seq: SeqAllocator, clock: Box<dyn Clock>) -> Self {
+        EventFactory { origin, seq, clock, open: HashMap::new() }
+    }
+
+    fn build(
+        &mut self,
+        kind: EventKind,
+        zone: Option<&str>,
+        tr: &Transition,
+        attrs: serde_json::Map<String, serde_json::Value>,
+    ) -> std::io::Result<Event> {
+        let at = self.clock.wall(tr.at);
+        let phase = match tr.phase {
+            TransitionPhase::Start => Phase::Start,
+            TransitionPhase::Update => Phase::Update,
+            TransitionPhase::End => Phase::End,
+        };
+        let key = (kind, zone.map(str::to_string), tr.serial);
+        let (id, started) = match self.open.get(&key) {
+            Some(known) => known.clone(),
+            None => {
+                let started = at - time::Duration::seconds_f64(tr.at - tr.onset);
+                let known = (event_id(&self.origin, kind, zone, tr.serial, started), started);
+                self.open.insert(key.clone(), known.clone());
+                known
+            }
+        };
+        if phase == Phase::End {
+            self.open.remove(&key);
+        }
+        let ended_at = (phase == Phase::End).then(|| rfc3339(at - time::Duration::seconds_f64(tr.at - tr.last_active)));
+        Ok(Event {
+            v: EVENT_VERSION,
+            id,
+            box_id: self.origin.box_id.clone(),
+            site: self.origin.site.clone(),
+            camera: self.origin.camera.clone(),
+            kind,
+            phase,
+            zone: zone.map(str::to_string),
+            started_at: rfc3339(started),
+            ended_at,
+            at: rfc3339(at),
+            seq: self.seq.allocate()?,
+            boot: self.origin.boot,
+            bbox: tr.bbox.map(|b| b.map(|v| round(v, 4))),
+            area: round(tr.area, 5),
+            media_time_s: round(tr.at, 3),
+            onset_media_time_s: round(tr.onset, 3),
+            attrs,
+        })
+    }
+}
+
+/// Signal-lost state as a lifecycle of its own (start on loss, end on return).
+struct SignalState {
+    onset: f64,
+    reason: String,
+    serial: u64,
+}
+
+/// Motion analysis and event lifecycles for one camera.
+pub struct Analyzer {
+    detector: Box<dyn MotionDetector>,
+    zones: ZoneSet,
+    lifecycles: Vec<Lifecycle>,
+    last_blobs: Vec<u32>,
+    min_zone_area: f64,
+    factory: EventFactory,
+    signal: Option<SignalState>,
+    signal_serial: u64,
+    last_t: f64,
+}
+
+impl Analyzer {
+    pub fn new(cfg: &Config, factory: EventFactory) -> Result<Self, vakt_vision::VisionError> {
+        let detector = Box::new(BackgroundMotion::new(MotionParams::from_config(&cfg.motion))?);
+        let zones = ZoneSet::new(&cfg.zones.iter().map(|z| (z.name.clone(), z.polygon.clone())).collect::<Vec<_>>());
+        let params = LifecycleParams {
+            start_after: cfg.events.start_after,
+            update_interval: cfg.events.update_interval,
+            end_after: cfg.events.end_after,
+        };
+        let n = zones.names().len();
+        Ok(Analyzer {
+            detector,
+            zones,
+            lifecycles: vec![Lifecycle::new(params); n],
+            last_blobs: vec![0; n],
+            min_zone_area: cfg.events.min_zone_area,
+            factory,
+            signal: None,
+            signal_serial: 0,
+            last_t: 0.0,
+        })
+    }
+
+    /// Analyses one frame; returns its motion and the events it caused.
+    pub fn process(&mut self, frame: &StaticMaskedFrame) -> anyhow::Result<(MotionResult, Vec<Event>)> {
+        let t = frame.media_time_s();
+        self.last_t = t;
+        let gray = GrayFrame { width: frame.width(), height: frame.height(), data: frame.data() };
+        let motion = self.detector.detect(gray, t)?;
+        let measured = self.zones.measure(&motion);
+        let mut events = Vec::new();
+        for (i, zm) in measured.iter().enumerate() {
+            let active = zm.area >= self.min_zone_area.max(f64::MIN_POSITIVE) && zm.bbox.is_some();
+            if active {
+                self.last_blobs[i] = zm.blobs;
+            }
+            let obs = Observation { t, active, bbox: zm.bbox, area: zm.area };
+            if let Some(tr) = self.lifecycles[i].observe(obs) {
+                events.push(self.motion_event(i, &tr)?);
+            }
+        }
+        Ok((motion, events))
+    }
+
+    fn motion_event(&mut self, zone_index: usize, tr: &Transition) -> anyhow::Result<Event> {
+        let zone = self.zones.names()[zone_index].clone();
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("blobs".into(), self.last_blobs[zone_index].into());
+        Ok(self.factory.build(EventKind::Motion, zone.as_deref(), tr, attrs)?)
+    }
+
+    /// The camera stopped delivering frames.
+    pub fn signal_lost(&mut self, reason: &str, media_time_s: f64) -> anyhow::Result<Vec<Event>> {
+        if self.signal.is_some() {
+            return Ok(Vec::new());
+        }
+        // Motion cannot be judged without frames: end what is open first.
+        let mut events = self.end_all(media_time_s)?;
+        let serial = self.signal_serial;
+        self.signal_serial += 1;
+        self.signal = Some(SignalState { onset: media_time_s, reason: reason.to_string(), serial });
+        let tr = Transition {
+            phase: TransitionPhase::Start,
+            onset: media_time_s,
+            last_active: media_time_s,
+            at: media_time_s,
+            bbox: None,
+            area: 0.0,
+            serial,
+        };
+        events.push(self.signal_event(&tr, reason)?);
+        Ok(events)
+    }
+
+    /// Frames flow again.
+    pub fn signal_restored(&mut self, media_time_s: f64) -> anyhow::Result<Vec<Event>> {
+        let Some(s) = self.signal.take() else { return Ok(Vec::new()) };
+        let at = media_time_s.max(s.onset);
+        let tr = Transition {
+            phase: TransitionPhase::End,
+            onset: s.onset,
+            last_active: at,
+            at,
+            bbox: None,
+            area: 0.0,
+            serial: s.serial,
+        };
+        Ok(vec![self.signal_event(&tr, &s.reason)?])
+    }
+
+    fn signal_event(&mut self, tr: &Transition, reason: &str) -> anyhow::Result<Event> {
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("reason".into(), reason.into());
+        Ok(self.factory.build(EventKind::SignalLost, None, tr, attrs)?)
+    }
+
+    fn end_all(&mut self, t: f64) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for i in 0..self.lifecycles.len() {
+            if let Some(tr) = self.lifecycles[i].finish(t) {
+                events.push(self.motion_event(i, &tr)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Ends every open event (shutdown, end of stream). L5.
+    pub fn finish(&mut self) -> anyhow::Result<Vec<Event>> {
+        let t = self.last_t;
+        let mut events = self.end_all(t)?;
+        if self.signal.is_some() {
+            events.extend(self.signal_restored(t)?);
+        }
+        Ok(events)
+    }
+}

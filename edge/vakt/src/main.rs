@@ -1,0 +1,214 @@
+//! The `vakt` binary: one program, several subcommands. Errors are reported as a chain a
+//! technician can act on; exit codes: 0 ok, 1 runtime failure, 2 bad config or arguments.
+
+mod analysis;
+mod analyze;
+mod broker;
+mod mqtt;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use vakt_core::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "vakt", version, about = "Privacy-first edge video analytics for public-space cameras")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "/etc/vakt/vakt.toml", env = "VAKT_CONFIG")]
+    config: PathBuf,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "debug,rumqttd=warn".
+    #[arg(long, global = true, env = "VAKT_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the box: capture, mask, detect, publish events.
+    Run {
+        /// Also print every published event as one JSON line on standard output.
+        #[arg(long)]
+        print_events: bool,
+    },
+    /// Replay a video file through the box's pipeline, deterministically, on its media clock.
+    Analyze {
+        /// Video file, or an image sequence such as dir/in%06d.jpg.
+        #[arg(long)]
+        input: String,
+        /// Where to write the events, one JSON object per line (the MQTT schema).
+        #[arg(long)]
+        events: PathBuf,
+        /// Write each frame's foreground mask as DIR/000001.png (255 = moving).
+        #[arg(long)]
+        motion_masks: Option<PathBuf>,
+        /// Wall-clock time of the first frame (RFC 3339); events are stamped relative to it.
+        #[arg(long, default_value = "1970-01-01T00:00:00Z")]
+        start_time: String,
+    },
+    /// Validate the configuration file and print a summary.
+    CheckConfig,
+    /// Create this box's identity: Ed25519 signing key, TLS key and certificate request.
+    Provision {
+        /// Replace an existing identity (the old keys stop working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The append-only audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain of the audit log.
+    Verify,
+}
+
+/// Errors that are the operator's input, not the box's failure: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},rumqttd=off,rumqttc=warn", cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let usage = e.chain().any(|c| c.is::<UsageError>() || c.is::<config::ConfigError>());
+            eprintln!("vakt: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(config::load(path)?)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { print_events } => {
+            let cfg = load_config(&cli.config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(run::run(cfg, print_events))
+        }
+        Command::Analyze { input, events, motion_masks, start_time } => {
+            let cfg = load_config(&cli.config)?;
+            let start_time = OffsetDateTime::parse(&start_time, &Rfc3339)
+                .map_err(|e| UsageError(format!("--start-time {start_time:?}: not an RFC 3339 time ({e})")))?;
+            let args = analyze::AnalyzeArgs { input, events, motion_masks, start_time };
+            let s = analyze::analyze(&cfg, &args)?;
+            eprintln!("analysed {} frames, wrote {} events to {}", s.frames, s.events, args.events.display());
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let cfg = load_config(&cli.config)?;
+            println!("{}: ok", cli.config.display());
+            println!(
+                "  box {} at site {}, camera {} from {}",
+                cfg.box_.id, cfg.box_.site, cfg.source.camera, cfg.source.uri
+            );
+            println!("  broker {} (topics under {}/)", cfg.mqtt.url, cfg.mqtt.prefix);
+            if cfg.mqtt.scheme == config::MqttScheme::Plain {
+                println!("  warning: plaintext MQTT; use mqtts:// outside a trusted test network");
+            }
+            println!(
+                "  recording {}, retention {}",
+                if cfg.storage.record { "ON" } else { "off" },
+                humantime::format_duration(cfg.storage.max_age)
+            );
+            println!(
+                "  {} privacy mask(s), {} motion mask(s), {} zone(s)",
+                cfg.privacy.masks.len(),
+                cfg.motion.masks.len(),
+                cfg.zones.len()
+            );
+            if cfg.mqtt.embedded_broker.is_some() {
+                println!("  warning: embedded development broker enabled (loopback only); not for a deployed box");
+            }
+            println!("  digest {}", cfg.digest);
+            Ok(())
+        }
+        Command::Provision { force } => {
+            let cfg = load_config(&cli.config)?;
+            let dir = cfg.box_.state_dir.join("identity");
+            let report = vakt_identity::Identity::provision(&dir, &cfg.box_.id, force)
+                .with_context(|| format!("cannot provision box {}", cfg.box_.id))?;
+            let mut log = open_audit(&cfg)?;
+            log.append(
+                "cli",
+                "box.provisioned",
+                json!({"box": cfg.box_.id, "signing_key": report.signing_key_fingerprint, "tls_key": report.tls_key_fingerprint, "force": force}),
+            )?;
+            println!("provisioned box {} in {}", cfg.box_.id, dir.display());
+            println!("  signing key  {}  ({})", report.signing_key_fingerprint, report.signing_pub.display());
+            println!("  TLS key      {}  ({})", report.tls_key_fingerprint, report.tls_key.display());
+            println!("  certificate request: {}  (have it signed by the municipality's CA)", report.tls_csr.display());
+            Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let cfg = load_config(&cli.config)?;
+            let path = audit_path(&cfg);
+            let r =
+                vakt_audit::verify(&path).with_context(|| format!("audit log {} does not verify", path.display()))?;
+            println!("{}: ok, {} entries, chain intact", path.display(), r.entries);
+            {
+                let h = &r.last_hash;
+                println!("  last hash {h}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn audit_path(cfg: &Config) -> PathBuf {
+    cfg.box_.state_dir.join("audit.log")
+}
+
+pub(crate) fn open_audit(cfg: &Config) -> anyhow::Result<vakt_audit::AuditLog> {
+    let path = audit_path(cfg);
+    vakt_audit::AuditLog::open(&path).with_context(|| format!("cannot open the audit log {}", path.display()))
+}
+
+/// Audits a configuration change before the box acts on it: the digest of the config last run
+/// is kept in `state_dir/config.digest`.
+pub(crate) fn audit_config_change(cfg: &Config, actor: &str) -> anyhow::Result<()> {
+    let digest_path = cfg.box_.state_dir.join("config.digest");
+    let previous = std::fs::read_to_string(&digest_path).ok().map(|s| s.trim().to_string());
+    if previous.as_deref() == Some(cfg.digest.as_str()) {
+        return Ok(());
+    }
+    let mut log = open_audit(cfg)?;
+    log.append(
+        actor,
+        "config.changed",
+        json!({
+            "from": previous,
+            "to": cfg.digest,
+            "recording": cfg.storage.record,
+            "retention_s": cfg.storage.max_age.as_secs(),
+            "privacy_masks": cfg.privacy.masks.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+            "zones": cfg.zones.iter().map(|z| z.name.clone()).collect::<Vec<_>>(),
+        }),
+    )?;
+    vakt_core::counters::write_durable(&digest_path, format!("{}\n", cfg.digest).as_bytes())
+        .with_context(|| format!("cannot write {}", digest_path.display()))?;
+    Ok(())
+}
