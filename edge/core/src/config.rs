@@ -283,14 +283,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text. Relative paths resolve against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+    let syntax = |e: toml::de::Error| ConfigError {
         file: None,
         key: String::new(),
         value: String::new(),
         expected: format!("invalid TOML: {}", e.to_string().trim_end()),
+    };
+    let de = toml::Deserializer::parse(text).map_err(syntax)?;
+    // serde_path_to_error names the key of a wrongly typed value (e.g. `storage.record`).
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        let at = inner.span().map(|s| line_col(text, s.start)).unwrap_or_default();
+        if key.is_empty() || key == "." {
+            ConfigError { file: None, key: String::new(), value: String::new(), expected: format!("{message}{at}") }
+        } else {
+            ConfigError { file: None, key, value: String::new(), expected: format!("{message}{at}") }
+        }
     })?;
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
     validate(raw, base, digest)
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    format!(" (line {line}, column {col})")
 }
 
 fn required<T>(v: Option<T>, key: &str, what: &str) -> Result<T, ConfigError> {

@@ -224,6 +224,12 @@ fn run_once(
     epoch: Instant,
     lost: &mut bool,
 ) -> RunOutcome {
+    if let SourceSpec::File { path } = &cfg.source
+        && !path.is_file()
+    {
+        // A clip that is not there (yet): a lost signal, retried like a camera that is down.
+        return RunOutcome::Lost(format!("cannot open {}: no such file", path.display()));
+    }
     let built = match build_pipeline(cfg) {
         Ok(b) => b,
         Err(e) => return RunOutcome::Fatal(e),
@@ -254,10 +260,17 @@ fn run_once(
             if !graph_checked {
                 // P1 at run time: once decodebin has built its insides, prove the graph safe.
                 graph_checked = true;
-                let bad = graph::paths_bypassing_mask(&pipeline);
-                if !bad.is_empty() {
-                    break RunOutcome::Fatal(format!("unsafe pipeline, refusing to run: {}", bad.join("; ")));
+                let report = graph::check(&pipeline);
+                if !report.is_safe() {
+                    break RunOutcome::Fatal(format!(
+                        "unsafe pipeline, refusing to run: {}",
+                        report.violations.join("; ")
+                    ));
                 }
+                tracing::debug!(
+                    masked_paths = report.masked_paths,
+                    "pipeline graph checked: every path passes the mask"
+                );
             }
         }
         // Stall watch (live only: offline replay is paced by analysis).
@@ -389,9 +402,10 @@ fn source_size(sink: &AppSink) -> (u32, u32) {
         .unwrap_or((0, 0))
 }
 
-struct Built {
-    pipeline: gst::Pipeline,
-    appsink: AppSink,
+/// A built, not yet started, capture pipeline.
+pub struct Built {
+    pub pipeline: gst::Pipeline,
+    pub appsink: AppSink,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -402,7 +416,8 @@ fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
 
 /// decode → convert → mask → tee → [analysis branch]. Every later branch (recording, snapshots)
 /// is added to the tee, downstream of the mask (P1).
-fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
+pub fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
+    gst::init().map_err(|e| format!("GStreamer could not start: {e}"))?;
     let pipeline = gst::Pipeline::with_name("vakt-capture");
     let convert = make("videoconvert", "decode-convert")?;
     let format = make("capsfilter", "decode-format")?;
@@ -470,10 +485,6 @@ fn add_source(pipeline: &gst::Pipeline, spec: &SourceSpec, decoded_sink: gst::Pa
             caps.static_pad("src").unwrap().link(&decoded_sink).map_err(|e| format!("{e:?}"))?;
         }
         SourceSpec::File { path } => {
-            if !path.is_file() {
-                // Reported as a lost signal (live) or a failure (offline); the box keeps running.
-                return Err(format!("cannot open {}: no such file", path.display()));
-            }
             let src = make("filesrc", "source")?;
             src.set_property("location", path.to_string_lossy().as_ref());
             let dec = decodebin("decoder")?;

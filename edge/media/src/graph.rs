@@ -37,25 +37,41 @@ fn all_elements(bin: &gst::Bin) -> Vec<gst::Element> {
     bin.iterate_recurse().into_iter().filter_map(Result::ok).collect()
 }
 
-/// Every path from a picture producer to a sink that does not pass the mask stage, written
-/// `sink <- ... <- producer`. Empty means the graph is safe.
-pub fn paths_bypassing_mask(pipeline: &gst::Pipeline) -> Vec<String> {
-    let mut bad = Vec::new();
+/// The result of walking a pipeline graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphReport {
+    /// Paths from a sink upstream that reached the mask stage.
+    pub masked_paths: usize,
+    /// Paths from a picture producer to a sink that skip the mask stage, written
+    /// `sink <- ... <- producer`.
+    pub violations: Vec<String>,
+}
+
+impl GraphReport {
+    pub fn is_safe(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Walks upstream from every sink of `pipeline` (bins included, recursively).
+pub fn check(pipeline: &gst::Pipeline) -> GraphReport {
+    let mut report = GraphReport::default();
     for e in all_elements(pipeline.upcast_ref()) {
         if e.is::<gst::Bin>() || !e.element_flags().contains(gst::ElementFlags::SINK) {
             continue;
         }
-        walk(&e, &mut vec![e.name().to_string()], &mut bad);
+        walk(&e, &mut vec![e.name().to_string()], &mut report);
     }
-    bad
+    report
 }
 
-fn walk(e: &gst::Element, path: &mut Vec<String>, bad: &mut Vec<String>) {
+fn walk(e: &gst::Element, path: &mut Vec<String>, report: &mut GraphReport) {
     if e.type_().name() == TYPE_NAME {
-        return; // this path is masked
+        report.masked_paths += 1;
+        return;
     }
     if produces_pictures(e) {
-        bad.push(path.join(" <- "));
+        report.violations.push(path.join(" <- "));
         return;
     }
     if path.len() > 64 {
@@ -64,7 +80,7 @@ fn walk(e: &gst::Element, path: &mut Vec<String>, bad: &mut Vec<String>) {
     for pad in e.sink_pads() {
         if let Some(up) = upstream_element(&pad) {
             path.push(up.name().to_string());
-            walk(&up, path, bad);
+            walk(&up, path, report);
             path.pop();
         }
     }

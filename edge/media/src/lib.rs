@@ -9,5 +9,4 @@ pub mod privacy;
 pub use capture::{Capture, CaptureConfig, CaptureCounters, CaptureMsg, Pacing, Recovery};
 pub use privacy::{PeopleEvidence, RedactedFrame, StaticMaskedFrame, redact};
 
-/// Builds a pipeline from a description, for tests and tools, and runs the graph check on it.
-pub use graph::paths_bypassing_mask;
+pub use graph::{GraphReport, check as check_graph};

@@ -1,0 +1,314 @@
+//! Test support: a real mosquitto on a free loopback port, a real subscriber (mosquitto_sub),
+//! the real `vakt` binary, and clips made with real GStreamer. Everything is cleaned up on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn demo_clip() -> PathBuf {
+    let p = repo_root().join(".data/vtest.avi");
+    assert!(p.is_file(), "{} missing: run deploy/fetch-demo-clip.sh", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, up: bool, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() == up {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    false
+}
+
+/// A mosquitto broker owned by the test, stopped by PID on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+        )
+        .unwrap();
+        let mut m = Mosquitto { port, child: None, _dir: dir, conf };
+        m.restart();
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(wait_port(self.port, false, Duration::from_secs(5)), "mosquitto did not stop");
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (deploy/setup-dev.sh)");
+        self.child = Some(child);
+        assert!(wait_port(self.port, true, Duration::from_secs(5)), "mosquitto did not start on {}", self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub retained: bool,
+    pub topic: String,
+    pub payload: String,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.payload))
+    }
+}
+
+/// A real MQTT subscriber (mosquitto_sub) collecting every message under a filter.
+pub struct Subscriber {
+    child: Child,
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` and returns once the subscription demonstrably works.
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-F", "%r %t %p"])
+            .args(["-t", filter, "-t", "vakt-test/probe"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub is installed");
+        let out = child.stdout.take().unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m = msgs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut it = line.splitn(3, ' ');
+                let (r, t, p) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+                m.lock().unwrap().push(Msg { retained: r == "1", topic: t.into(), payload: p.into() });
+            }
+        });
+        let s = Subscriber { child, msgs };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "vakt-test/probe", "-m", "probe"])
+                .status();
+            // Retained messages delivered on subscribe are kept; probes are filtered by `all()`.
+            if s.wait_for(|m| m.topic == "vakt-test/probe", Duration::from_millis(300)) {
+                return s;
+            }
+        }
+        panic!("subscriber never received its probe");
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().iter().filter(|m| m.topic != "vakt-test/probe").cloned().collect()
+    }
+
+    pub fn wait_for(&self, pred: impl Fn(&Msg) -> bool, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.msgs.lock().unwrap().iter().any(&pred) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.all().iter().filter(|m| m.topic.ends_with("/events")).map(Msg::json).collect()
+    }
+
+    pub fn statuses(&self) -> Vec<serde_json::Value> {
+        self.all().iter().filter(|m| m.topic.ends_with("/status")).map(Msg::json).collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn vakt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vakt"));
+    c.env("VAKT_LOG", "info");
+    c
+}
+
+/// A config for tests: `extra` is appended (tables and keys).
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TestConfig {
+    pub fn new(broker_url: &str, source: &str, extra: &str) -> TestConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vakt.toml");
+        let text = format!(
+            r#"
+[box]
+id = "box-test"
+site = "test-site"
+state_dir = "state"
+
+[source]
+uri = "{source}"
+stall_timeout = "2s"
+reconnect_max = "2s"
+
+[mqtt]
+url = "{broker_url}"
+health_interval = "1s"
+keep_alive = "5s"
+
+[storage]
+record = false
+
+[events]
+start_after = "200ms"
+update_interval = "1s"
+end_after = "1s"
+{extra}
+"#
+        );
+        std::fs::write(&path, text).unwrap();
+        TestConfig { dir, path }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// A running `vakt run`, killed on drop.
+pub struct BoxProcess {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl BoxProcess {
+    pub fn start(cfg: &Path) -> BoxProcess {
+        let mut child =
+            vakt().arg("--config").arg(cfg).arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let s = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = s.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        BoxProcess { child, stderr }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for BoxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes an MJPEG AVI clip (160×120, 15 fps) with gst-launch-1.0 from a description that ends in
+/// raw video and bounds its own length (`num-buffers`). No spaces inside caps.
+pub fn make_clip(dir: &Path, name: &str, raw: &str) -> PathBuf {
+    let out = dir.join(name);
+    let desc = format!(
+        "{raw} ! videoconvert ! videoscale ! video/x-raw,format=I420,width=160,height=120 ! jpegenc ! avimux ! filesink location={}",
+        out.display()
+    );
+    let st = Command::new("gst-launch-1.0").arg("-q").args(desc.split(' ')).status().expect("gst-launch-1.0 installed");
+    assert!(st.success(), "gst-launch-1.0 failed for {desc}");
+    out
+}
+
+/// A bouncing ball over the whole frame, `frames` long at 15 fps.
+pub fn ball_clip(dir: &Path, frames: u32) -> PathBuf {
+    make_clip(
+        dir,
+        "ball.avi",
+        &format!("videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=160,height=120,framerate=15/1"),
+    )
+}
+
+pub fn run_vakt(args: &[&str]) -> Output {
+    vakt().args(args).output().unwrap()
+}
+
+pub fn schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo_root().join("edge/docs/ref/event.schema.json")).unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the committed schema compiles")
+}
