@@ -25,5 +25,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Rust: rustup's toolchain when present (CI and developer machines); otherwise Debian's
+# rustc-web/cargo-web 1.96 (bookworm), which builds Vakt too.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "setup-dev: no cargo found; installing Debian's rustc-web and cargo-web"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends rustc-web cargo-web >/dev/null
+fi
 # mosquitto's Debian package starts a system broker on :1883; Vakt's tests start their own on free ports.
 echo "setup-dev: system packages present"

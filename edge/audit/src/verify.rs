@@ -109,7 +109,8 @@ impl Chain {
         let next = self.report.last_seq.saturating_add(1);
         let start = format!("{{\"seq\":{next},");
         let start = start.as_bytes();
-        let plausible = tail.first() == Some(&0) || tail.starts_with(start) || start.starts_with(tail);
+        let zero_filled = !tail.is_empty() && tail.iter().all(|&b| b == 0);
+        let plausible = zero_filled || tail.starts_with(start) || start.starts_with(tail);
         if plausible {
             return Ok(());
         }

@@ -361,6 +361,23 @@ fn name(v: String, key: &str) -> Result<String, ConfigError> {
     Ok(v)
 }
 
+/// The box id becomes the CN and DNS name of its TLS certificate: a DNS label.
+fn dns_label(v: String, key: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if !ok {
+        return Err(err(
+            key,
+            format!("{v:?}"),
+            "1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-' (it is the box's DNS name in its TLS certificate)",
+        ));
+    }
+    Ok(v)
+}
+
 fn polygons(raw: Vec<RawNamedPolygon>, key: &str) -> Result<Vec<NamedPolygon>, ConfigError> {
     let mut out: Vec<NamedPolygon> = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -379,7 +396,7 @@ fn polygons(raw: Vec<RawNamedPolygon>, key: &str) -> Result<Vec<NamedPolygon>, C
 
 fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, ConfigError> {
     let rb = required(raw.box_, "box", "the [box] table with `id` and `site` (set by `vakt provision`)")?;
-    let id = name(required(rb.id, "box.id", "the box's unique id, e.g. \"vakt-0042\"")?, "box.id")?;
+    let id = dns_label(required(rb.id, "box.id", "the box's unique id, e.g. \"vakt-0042\"")?, "box.id")?;
     let site = name(required(rb.site, "box.site", "the site name, e.g. \"stora-torget\"")?, "box.site")?;
     let state_dir = resolve(base, rb.state_dir.unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR)));
     let box_ = BoxConfig { id, site, state_dir };
@@ -675,6 +692,7 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
                 "`box.site` = \"Stora Torget\"",
                 "a-z",
             ),
+            (GOOD.replace("id = \"vakt-0001\"", "id = \"vakt_0001\""), "`box.id` = \"vakt_0001\"", "DNS name"),
             (GOOD.replace("[storage]", "[storage]\ncolour = 1"), "unknown field `colour`", "record"),
             (format!("{GOOD}\n[motion]\nwidth = 7"), "`motion.width` = 7", "even"),
             (format!("{GOOD}\n[mqtt2]\n"), "unknown field `mqtt2`", ""),

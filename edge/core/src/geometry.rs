@@ -211,6 +211,30 @@ impl Raster {
         }
     }
 
+    /// The raster of a subsampled plane (chroma): a sample covering `sx` × `sy` pixels of this
+    /// raster is included when any of those pixels is. Exact for odd sizes too, where the last
+    /// sample covers fewer pixels.
+    pub fn subsample(&self, sx: u32, sy: u32) -> Raster {
+        let (w, h) = (self.width.div_ceil(sx), self.height.div_ceil(sy));
+        let rows = (0..h)
+            .map(|y| {
+                let mut iv: Vec<(u32, u32)> = (y * sy..((y + 1) * sy).min(self.height))
+                    .flat_map(|ly| self.rows[ly as usize].iter().map(|s| (s.x0 / sx, s.x1.div_ceil(sx))))
+                    .collect();
+                iv.sort_unstable();
+                let mut spans: Vec<Span> = Vec::new();
+                for (x0, x1) in iv {
+                    match spans.last_mut() {
+                        Some(s) if x0 <= s.x1 => s.x1 = s.x1.max(x1),
+                        _ => spans.push(Span { x0, x1 }),
+                    }
+                }
+                spans
+            })
+            .collect();
+        Raster { width: w, height: h, rows }
+    }
+
     /// A dense 0/255 mask, `width * height` bytes.
     pub fn to_mask(&self) -> Vec<u8> {
         let mut m = vec![0u8; (self.width * self.height) as usize];
@@ -366,6 +390,23 @@ mod tests {
         let r = Raster::conservative(&[u], 10, 10);
         assert!(!r.contains(5, 2), "the notch is not part of the polygon");
         assert!(r.contains(1, 2) && r.contains(8, 2) && r.contains(5, 8));
+    }
+
+    #[test]
+    fn subsampling_covers_every_block_with_a_covered_pixel() {
+        let p = poly(&[[0.13, 0.07], [0.71, 0.21], [0.45, 0.88]]);
+        for (w, h) in [(16u32, 12u32), (17, 13)] {
+            let luma = Raster::conservative(std::slice::from_ref(&p), w, h);
+            let chroma = luma.subsample(2, 2);
+            assert_eq!((chroma.width, chroma.height), (w.div_ceil(2), h.div_ceil(2)));
+            for y in 0..chroma.height {
+                for x in 0..chroma.width {
+                    let any = (2 * y..(2 * y + 2).min(h))
+                        .any(|ly| (2 * x..(2 * x + 2).min(w)).any(|lx| luma.contains(lx, ly)));
+                    assert_eq!(chroma.contains(x, y), any, "{w}x{h} chroma ({x},{y})");
+                }
+            }
+        }
     }
 
     #[test]

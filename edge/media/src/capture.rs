@@ -139,10 +139,14 @@ struct MediaTimeline {
     offset: f64,
     last: Option<f64>,
     step: f64,
+    /// Frames delivered over the whole capture (across loops and reconnects).
+    frames: u64,
 }
 
 impl MediaTimeline {
-    fn map(&mut self, pts: Option<f64>, fallback_index: u64) -> f64 {
+    /// Media time and 1-based capture-wide index of the next frame.
+    fn map(&mut self, pts: Option<f64>, fallback_index: u64) -> (f64, u64) {
+        self.frames += 1;
         let raw = pts.unwrap_or(fallback_index as f64 * self.step);
         let mut t = raw + self.offset;
         if let Some(last) = self.last {
@@ -155,13 +159,14 @@ impl MediaTimeline {
             }
         }
         self.last = Some(t);
-        t
+        (t, self.frames)
     }
 }
 
 fn supervise(cfg: CaptureConfig, tx: Sender<CaptureMsg>, stop: Arc<AtomicBool>, counters: Arc<CaptureCounters>) {
     let epoch = Instant::now();
-    let timeline = Arc::new(std::sync::Mutex::new(MediaTimeline { offset: 0.0, last: None, step: 1.0 / 25.0 }));
+    let timeline =
+        Arc::new(std::sync::Mutex::new(MediaTimeline { offset: 0.0, last: None, step: 1.0 / 25.0, frames: 0 }));
     let mut backoff = Duration::from_secs(1);
     let mut lost = false;
     let mut first = true;
@@ -368,13 +373,13 @@ fn install_callback(
                     data.extend_from_slice(&src[row * stride..row * stride + w as usize]);
                 }
                 let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
-                let media_time_s = timeline.lock().unwrap().map(pts, index);
+                let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
                 index += 1;
                 counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 flow.last_frame_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flow.frames_this_run.fetch_add(1, Ordering::SeqCst);
                 let source_size = source_size(sink);
-                let f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, index);
+                let f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number);
                 match pacing {
                     Pacing::Live => match tx.try_send(CaptureMsg::Frame(f)) {
                         Ok(()) => {}
@@ -546,9 +551,10 @@ mod tests {
 
     #[test]
     fn media_time_is_monotonic_across_loops() {
-        let mut tl = MediaTimeline { offset: 0.0, last: None, step: 0.04 };
+        let mut tl = MediaTimeline { offset: 0.0, last: None, step: 0.04, frames: 0 };
         let pts = [0.0, 0.04, 0.08, 0.0, 0.04];
-        let got: Vec<f64> = pts.iter().enumerate().map(|(i, p)| tl.map(Some(*p), i as u64)).collect();
+        let got: Vec<f64> = pts.iter().enumerate().map(|(i, p)| tl.map(Some(*p), i as u64).0).collect();
+        assert_eq!(tl.frames, 5);
         for w in got.windows(2) {
             assert!(w[1] > w[0], "{got:?}");
         }

@@ -11,7 +11,8 @@ use crate::mask::TYPE_NAME;
 fn produces_pictures(e: &gst::Element) -> bool {
     let Some(f) = e.factory() else { return false };
     let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
-    klass.contains("Decoder") || (klass.contains("Source") && klass.contains("Video"))
+    // appsrc can inject any picture: treat it as a producer too
+    klass.contains("Decoder") || (klass.contains("Source") && klass.contains("Video")) || f.name() == "appsrc"
 }
 
 /// The element feeding `sinkpad`, looking through ghost pads of bins in both directions.

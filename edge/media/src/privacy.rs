@@ -95,8 +95,10 @@ pub fn redact(frame: StaticMaskedFrame, evidence: &PeopleEvidence) -> RedactedFr
             for b in boxes {
                 let x0 = ((b[0] * width as f64).floor().max(0.0) as u32).min(width);
                 let y0 = ((b[1] * height as f64).floor().max(0.0) as u32).min(height);
-                let x1 = (((b[0] + b[2]) * width as f64).ceil().max(0.0) as u32).min(width);
-                let y1 = (((b[1] + b[3]) * height as f64).ceil().max(0.0) as u32).min(height);
+                // a malformed box (negative size, NaN) masks nothing rather than panicking; the
+                // detector's boxes are validated upstream
+                let x1 = (((b[0] + b[2]) * width as f64).ceil().max(0.0) as u32).min(width).max(x0);
+                let y1 = (((b[1] + b[3]) * height as f64).ceil().max(0.0) as u32).min(height).max(y0);
                 for y in y0..y1 {
                     data[(y * width + x0) as usize..(y * width + x1) as usize].fill(0);
                 }

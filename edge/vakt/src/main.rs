@@ -50,7 +50,7 @@ enum Command {
         /// Write each frame's foreground mask as DIR/000001.png (255 = moving).
         #[arg(long)]
         motion_masks: Option<PathBuf>,
-        /// Wall-clock time of the first frame (RFC 3339); events are stamped relative to it.
+        /// Wall-clock time that media time 0 stands for (RFC 3339); events are stamped relative to it.
         #[arg(long, default_value = "1970-01-01T00:00:00Z")]
         start_time: String,
     },
@@ -123,7 +123,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", cli.config.display());
             println!(
                 "  box {} at site {}, camera {} from {}",
-                cfg.box_.id, cfg.box_.site, cfg.source.camera, cfg.source.uri
+                cfg.box_.id,
+                cfg.box_.site,
+                cfg.source.camera,
+                without_credentials(&cfg.source.uri)
             );
             println!("  broker {} (topics under {}/)", cfg.mqtt.url, cfg.mqtt.prefix);
             if cfg.mqtt.scheme == config::MqttScheme::Plain {
@@ -178,13 +181,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `rtsp://user:secret@cam/x` → `rtsp://***@cam/x`: never print a camera password.
+fn without_credentials(uri: &str) -> String {
+    match (uri.find("://"), uri.find('@')) {
+        (Some(s), Some(a)) if a > s && !uri[s + 3..a].contains('/') => format!("{}***{}", &uri[..s + 3], &uri[a..]),
+        _ => uri.to_string(),
+    }
+}
+
 pub(crate) fn audit_path(cfg: &Config) -> PathBuf {
     cfg.box_.state_dir.join("audit.log")
 }
 
 pub(crate) fn open_audit(cfg: &Config) -> anyhow::Result<vakt_audit::AuditLog> {
     let path = audit_path(cfg);
-    vakt_audit::AuditLog::open(&path).with_context(|| format!("cannot open the audit log {}", path.display()))
+    let log =
+        vakt_audit::AuditLog::open(&path).with_context(|| format!("cannot open the audit log {}", path.display()))?;
+    if log.recovered_torn_tail() {
+        tracing::warn!(path = %path.display(), "the audit log ended in a half-written entry (power cut while writing); it was cut back to the last complete entry");
+    }
+    Ok(log)
 }
 
 /// Audits a configuration change before the box acts on it: the digest of the config last run

@@ -2,14 +2,23 @@
 //! QoS 1 events, reconnect forever with capped backoff. The event loop is polled continuously and
 //! never waits on analysis; analysis never waits on it. Reference: `edge/docs/ref/mqtt.md`.
 //!
-//! Seam for the durable outbox (delivery issue): `Mqtt::publish_event` is the single place events
-//! enter the link.
+//! rumqttc drops its pending queue whenever the broker reports no session, so events are never
+//! handed to it while the link is down: `publish_events` keeps them in its own bounded backlog
+//! and drains it with non-blocking `try_publish` only while connected. Events in flight at the
+//! moment the link drops can still be lost; the durable outbox (delivery issue) replaces this
+//! backlog and closes that window. `publish_events` is the seam where it plugs in.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use tokio::sync::{Notify, mpsc};
+
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use tokio::task::JoinHandle;
 
 use vakt_core::config::{MqttConfig, MqttScheme};
@@ -52,7 +61,19 @@ pub struct LinkCounters {
     pub acked: AtomicU64,
     pub connected: AtomicBool,
     pub connects: AtomicU64,
+    /// Events waiting for the link (not yet handed to rumqttc).
+    pub backlog: AtomicU64,
+    /// Events discarded because the backlog was full.
+    pub dropped: AtomicU64,
+    /// Woken on every (re)connection.
+    pub link_up: Notify,
 }
+
+/// Events kept while the broker is unreachable, at most.
+pub const MAX_BACKLOG: usize = 100_000;
+
+/// The system's CA bundle (Debian: package ca-certificates).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub struct Mqtt {
     client: AsyncClient,
@@ -62,9 +83,14 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    /// Connects in the background. `online` is published retained on every (re)connection;
-    /// `offline` is the last will.
-    pub fn start(cfg: &MqttConfig, client_id: &str, online: Vec<u8>, offline: Vec<u8>) -> Mqtt {
+    /// Connects in the background. `online` builds the status published retained on every
+    /// (re)connection; `offline` is the last will.
+    pub fn start(
+        cfg: &MqttConfig,
+        client_id: &str,
+        online: impl Fn() -> Vec<u8> + Send + 'static,
+        offline: Vec<u8>,
+    ) -> anyhow::Result<Mqtt> {
         let topics = Topics::new(&cfg.prefix);
         let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
         opts.set_keep_alive(cfg.keep_alive);
@@ -72,7 +98,12 @@ impl Mqtt {
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_last_will(LastWill::new(&topics.status, offline, QoS::AtLeastOnce, true));
         if cfg.scheme == MqttScheme::Tls {
-            opts.set_transport(Transport::tls_with_default_config());
+            // Server authentication against the system's CAs; mutual TLS with the box certificate
+            // comes with the delivery issue.
+            let ca = std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
+                anyhow::anyhow!("mqtt.url is mqtts:// but the CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); install ca-certificates")
+            })?;
+            opts.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let counters = Arc::new(LinkCounters::default());
@@ -84,15 +115,47 @@ impl Mqtt {
             counters.clone(),
             cfg.url.clone(),
         ));
-        Mqtt { client, topics, counters, task: Some(task) }
+        Ok(Mqtt { client, topics, counters, task: Some(task) })
     }
 
-    /// Queues one event (QoS 1). Waits only if rumqttc's request queue is full.
-    pub async fn publish_event(&self, e: &Event) -> anyhow::Result<()> {
-        let payload = serde_json::to_vec(e)?;
-        self.counters.submitted.fetch_add(1, Ordering::SeqCst);
-        self.client.publish(&self.topics.events, QoS::AtLeastOnce, false, payload).await?;
-        Ok(())
+    /// Publishes events from `rx` (QoS 1) until `rx` closes and the backlog is empty. Never
+    /// blocks: while the link is down events wait in a backlog of at most `MAX_BACKLOG`; when it
+    /// overflows the oldest go first, counted in `counters.dropped`.
+    pub async fn publish_events(&self, mut rx: mpsc::Receiver<Event>) {
+        let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut closed = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                m = rx.recv(), if !closed => match m {
+                    Some(e) => match serde_json::to_vec(&e) {
+                        Ok(p) => backlog.push_back(p),
+                        Err(err) => tracing::error!(seq = e.seq, error = %err, "cannot serialise an event"),
+                    },
+                    None => closed = true,
+                },
+                _ = self.counters.link_up.notified() => {}
+                _ = tick.tick() => {}
+            }
+            while backlog.len() > MAX_BACKLOG {
+                backlog.pop_front();
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("event backlog full ({MAX_BACKLOG}): the oldest event was dropped");
+            }
+            if self.counters.connected.load(Ordering::SeqCst) {
+                while let Some(p) = backlog.front() {
+                    if self.client.try_publish(&self.topics.events, QoS::AtLeastOnce, false, p.clone()).is_err() {
+                        break; // rumqttc's queue is full: retry on the next tick
+                    }
+                    self.counters.submitted.fetch_add(1, Ordering::SeqCst);
+                    backlog.pop_front();
+                }
+            }
+            self.counters.backlog.store(backlog.len() as u64, Ordering::Relaxed);
+            if closed && backlog.is_empty() {
+                return;
+            }
+        }
     }
 
     pub async fn publish_health(&self, payload: Vec<u8>) -> anyhow::Result<()> {
@@ -138,7 +201,7 @@ async fn drive(
     mut el: EventLoop,
     client: AsyncClient,
     status_topic: String,
-    online: Vec<u8>,
+    online: impl Fn() -> Vec<u8>,
     c: Arc<LinkCounters>,
     url: String,
 ) {
@@ -147,13 +210,14 @@ async fn drive(
         match el.poll().await {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(500);
-                c.connected.store(true, Ordering::SeqCst);
                 let n = c.connects.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(broker = %url, reconnect = n > 0, "connected to the MQTT broker");
                 c.submitted.fetch_add(1, Ordering::SeqCst);
-                if client.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone()).is_err() {
+                if client.try_publish(&status_topic, QoS::AtLeastOnce, true, online()).is_err() {
                     c.submitted.fetch_sub(1, Ordering::SeqCst);
                 }
+                c.connected.store(true, Ordering::SeqCst);
+                c.link_up.notify_waiters();
             }
             Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
                 c.acked.fetch_add(1, Ordering::SeqCst);
@@ -165,7 +229,10 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 if c.connected.swap(false, Ordering::SeqCst) {
-                    tracing::warn!(broker = %url, error = %e, "lost the MQTT broker; events are queued and will be sent on reconnect");
+                    // rumqttc forgets unacknowledged publishes on a new session: count them as
+                    // settled so that the shutdown flush does not wait for them.
+                    c.acked.store(c.submitted.load(Ordering::SeqCst), Ordering::SeqCst);
+                    tracing::warn!(broker = %url, error = %e, "lost the MQTT broker; new events wait in the backlog until it returns");
                 } else {
                     tracing::debug!(broker = %url, error = %e, "MQTT broker unreachable");
                 }

@@ -23,12 +23,6 @@ use crate::{audit_config_change, broker};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What the analysis thread tells the async side.
-enum FromAnalysis {
-    Event(Box<Event>),
-    Fatal(String),
-}
-
 /// Health figures written by the analysis thread.
 #[derive(Default)]
 struct AnalysisStats {
@@ -36,7 +30,8 @@ struct AnalysisStats {
     events_dropped: AtomicU64,
 }
 
-fn status(cfg: &Config, state: &str, boot: u64) -> Vec<u8> {
+/// The retained status. `since` is when this boot of the box started.
+fn status(cfg: &Config, state: &str, boot: u64, since: &str) -> Vec<u8> {
     json!({
         "state": state,
         "version": VERSION,
@@ -44,6 +39,7 @@ fn status(cfg: &Config, state: &str, boot: u64) -> Vec<u8> {
         "site": cfg.box_.site,
         "camera": cfg.source.camera,
         "boot": boot,
+        "since": since,
         "config_digest": cfg.digest,
         "recording": cfg.storage.record,
         "retention_s": cfg.storage.max_age.as_secs(),
@@ -54,6 +50,22 @@ fn status(cfg: &Config, state: &str, boot: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Holds an exclusive lock on `state_dir/lock` for the life of the process: two boxes on one
+/// state directory would hand out the same seq values (C1).
+fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    f.try_lock().map_err(|_| {
+        anyhow::anyhow!("another vakt process is using the state directory {} (lock {})", dir.display(), path.display())
+    })?;
+    Ok(f)
+}
+
 pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -61,6 +73,7 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let state_dir = &cfg.box_.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let _lock = lock_state_dir(state_dir)?;
     audit_config_change(&cfg, "box")?;
     let boot =
         next_boot(state_dir).with_context(|| format!("cannot update the boot counter in {}", state_dir.display()))?;
@@ -71,11 +84,16 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
             "storage.record = true, but recording is not built yet in this version: nothing is recorded; the status message says recording=true as configured"
         );
     }
+    let since = rfc3339(time::OffsetDateTime::now_utc());
 
     if let Some(addr) = cfg.mqtt.embedded_broker {
         broker::start(addr)?;
     }
-    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.box_.id, status(&cfg, "online", boot), status(&cfg, "offline", boot));
+    let online = {
+        let (cfg, since) = (cfg.clone(), since.clone());
+        move || status(&cfg, "online", boot, &since)
+    };
+    let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &cfg.box_.id, online, status(&cfg, "offline", boot, &since))?);
     tracing::info!(
         box_id = %cfg.box_.id, boot, broker = %cfg.mqtt.url, topics = %format!("{}/#", cfg.mqtt.prefix),
         recording = cfg.storage.record, retention = %humantime::format_duration(cfg.storage.max_age),
@@ -95,8 +113,10 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let capture_counters = capture.counters();
 
-    // Analysis on its own thread; it never waits on the broker (bounded try_send, counted drops).
-    let (tx, mut rx) = mpsc::channel::<FromAnalysis>(10_000);
+    // Analysis on its own thread; it never waits on the broker: events go through a bounded
+    // channel with try_send (drops counted) to a publisher that never blocks either.
+    let (tx, rx) = mpsc::channel::<Event>(10_000);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let stats = Arc::new(AnalysisStats::default());
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot };
@@ -104,10 +124,14 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
     let analysis = std::thread::Builder::new().name("analysis".into()).spawn(move || {
-        let send = |m: FromAnalysis| {
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(m) {
+        let send = |e: Event| {
+            if print_events {
+                println!("{}", serde_json::to_string(&e).unwrap_or_default());
+            }
+            tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(e) {
                 st.events_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("event queue full: an event was dropped (broker unreachable for long?)");
+                tracing::error!("event queue full: an event was dropped");
             }
         };
         let outcome: anyhow::Result<()> = (|| {
@@ -128,31 +152,28 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
                     }
                     CaptureMsg::Failed(e) => anyhow::bail!("capture failed: {e}"),
                 };
-                events.into_iter().for_each(|e| send(FromAnalysis::Event(Box::new(e))));
+                events.into_iter().for_each(send);
             }
             // Ingest stopped: end every open event (L5).
-            analyzer.finish()?.into_iter().for_each(|e| send(FromAnalysis::Event(Box::new(e))));
+            analyzer.finish()?.into_iter().for_each(send);
             Ok(())
         })();
-        if let Err(e) = outcome {
-            send(FromAnalysis::Fatal(format!("{e:#}")));
-        }
+        let _ = done_tx.send(outcome);
     })?;
+    let publisher = {
+        let mqtt = mqtt.clone();
+        tokio::spawn(async move { mqtt.publish_events(rx).await })
+    };
 
     let started = Instant::now();
     let mut health = tokio::time::interval(cfg.mqtt.health_interval);
     health.tick().await;
     let (mut last_frames, mut last_at) = (0u64, Instant::now());
-    let mut fatal: Option<String> = None;
-
+    let mut outcome: Option<anyhow::Result<()>> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            m = rx.recv() => match m {
-                Some(FromAnalysis::Event(e)) => publish(&mqtt, &e, print_events).await,
-                Some(FromAnalysis::Fatal(e)) => { fatal = Some(e); break; }
-                None => break,
-            },
+            r = &mut done_rx => { outcome = Some(r.unwrap_or(Ok(()))); break; }
             _ = health.tick() => {
                 let frames = stats.frames.load(Ordering::Relaxed);
                 let fps = (frames - last_frames) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
@@ -165,7 +186,8 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
                     "frames_dropped": capture_counters.frames_dropped.load(Ordering::Relaxed),
                     "analysis_fps": (fps * 10.0).round() / 10.0,
                     "reconnects": capture_counters.reconnects.load(Ordering::Relaxed),
-                    "events_dropped": stats.events_dropped.load(Ordering::Relaxed),
+                    "events_backlog": mqtt.counters.backlog.load(Ordering::Relaxed),
+                    "events_dropped": stats.events_dropped.load(Ordering::Relaxed) + mqtt.counters.dropped.load(Ordering::Relaxed),
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
                 });
                 let _ = mqtt.publish_health(h.to_string().into_bytes()).await;
@@ -178,34 +200,31 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     capture.stop();
     drop(capture);
     let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
-    while let Ok(m) = rx.try_recv() {
-        match m {
-            FromAnalysis::Event(e) => publish(&mqtt, &e, print_events).await,
-            FromAnalysis::Fatal(e) => fatal = fatal.or(Some(e)),
-        }
+    if outcome.is_none() {
+        outcome = done_rx.try_recv().ok();
+    }
+    // The analysis thread has ended and dropped its sender: the publisher drains and returns.
+    let mut publisher = publisher;
+    if tokio::time::timeout(Duration::from_secs(5), &mut publisher).await.is_err() {
+        publisher.abort();
+        let _ = publisher.await;
+        tracing::warn!(
+            unsent = mqtt.counters.backlog.load(Ordering::Relaxed),
+            "the broker is unreachable: events still in the backlog are lost at shutdown"
+        );
     }
     let left = mqtt.flush(Duration::from_secs(5)).await;
     if left > 0 {
         tracing::warn!(unacknowledged = left, "broker did not acknowledge every message before shutdown");
     }
-    let _ = mqtt.publish_status(status(&cfg, "stopped", boot)).await;
+    let _ = mqtt.publish_status(status(&cfg, "stopped", boot, &since)).await;
     mqtt.flush(Duration::from_secs(2)).await;
-    mqtt.disconnect().await;
+    match Arc::try_unwrap(mqtt) {
+        Ok(m) => m.disconnect().await,
+        Err(_) => tracing::warn!("MQTT link still shared at shutdown; not disconnecting cleanly"),
+    }
     tracing::info!("stopped");
-    match fatal {
-        Some(e) => anyhow::bail!(e),
-        None => Ok(()),
-    }
-}
-
-async fn publish(mqtt: &Mqtt, e: &Event, print: bool) {
-    if print {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
-    }
-    tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
-    if let Err(err) = mqtt.publish_event(e).await {
-        tracing::error!(seq = e.seq, error = %err, "cannot queue the event for the broker");
-    }
+    outcome.unwrap_or(Ok(()))
 }
 
 /// First SIGINT/SIGTERM: orderly shutdown. Second: exit at once.

@@ -95,6 +95,8 @@ pub struct BackgroundMotion {
     bg_mask: Mat,
     tmp: Mat,
     ignore: Mat,
+    /// Pixels outside every motion mask (the denominator of the global-change share).
+    analysed: f64,
     prev_bg_mask: Mat,
     open_k: Mat,
     close_k: Mat,
@@ -120,6 +122,7 @@ impl BackgroundMotion {
             bg_mask: Mat::default(),
             tmp: Mat::default(),
             ignore: Mat::default(),
+            analysed: 0.0,
             prev_bg_mask: Mat::default(),
             open_k,
             close_k,
@@ -134,6 +137,7 @@ impl BackgroundMotion {
         for v in ignore.iter_mut() {
             *v = 255 - *v;
         }
+        self.analysed = ignore.iter().filter(|&&v| v != 0).count() as f64;
         self.ignore = Mat::from_slice(&ignore)?.reshape(1, h as i32)?.try_clone()?;
         Ok(())
     }
@@ -193,7 +197,7 @@ impl MotionDetector for BackgroundMotion {
         let a_bg = (1.0 - (-dt / self.p.learn_time_s).exp()).max(1.0 / (self.frames as f64 + 1.0)).min(1.0);
         let a_fg = a_bg * 0.05;
 
-        let raw_fg = core::count_non_zero(&self.fg)? as f64 / (w * h) as f64;
+        let raw_fg = core::count_non_zero(&self.fg)? as f64 / self.analysed.max(1.0);
         if raw_fg > self.p.global_change {
             // M5: a global change: re-learn the mean from this frame, report nothing.
             self.cur.copy_to(&mut self.bg)?;
@@ -245,9 +249,11 @@ impl MotionDetector for BackgroundMotion {
         let mut out = Mat::new_rows_cols_with_default(h as i32, w as i32, core::CV_8U, Scalar::all(0.0))?;
         let mut kept: Vector<Vector<Point>> = Vector::new();
         for c in contours.iter() {
-            let area = imgproc::contour_area(&c, false)?;
+            // Pixels covered by the filled contour ≈ area + perimeter / 2 + 1 (Pick), so thin
+            // blobs are measured in the same unit as `min_px`.
+            let area = imgproc::contour_area(&c, false)? + imgproc::arc_length(&c, true)? / 2.0 + 1.0;
             let r = imgproc::bounding_rect(&c)?;
-            if area.max(c.len() as f64) < min_px {
+            if area < min_px {
                 continue;
             }
             result.blobs.push(Blob {

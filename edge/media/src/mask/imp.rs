@@ -97,15 +97,16 @@ impl VideoFilterImpl for StaticMask {
     ) -> Result<(), gst::LoggableError> {
         let polygons = self.settings.lock().unwrap().polygons.clone();
         let finfo = in_info.format_info();
+        // P2: the full-resolution raster decides; a subsampled (chroma) sample is masked when any
+        // of the pixels it covers is, so no colour survives next to a masked pixel.
+        let full = Raster::conservative(&polygons, in_info.width(), in_info.height());
         let mut planes = Vec::new();
         for p in 0..finfo.n_planes() {
-            // Plane p's resolution: a chroma sample covers several luma pixels, and is masked when
-            // the polygon touches any part of it (its square is the union of theirs).
             let comp = (0..finfo.n_components()).find(|&c| finfo.plane()[c as usize] == p).unwrap_or(0);
-            let w = finfo.scale_width(comp as u8, in_info.width());
-            let h = finfo.scale_height(comp as u8, in_info.height());
+            let (sx, sy) = (1u32 << finfo.w_sub()[comp as usize], 1u32 << finfo.h_sub()[comp as usize]);
+            let raster = if (sx, sy) == (1, 1) { full.clone() } else { full.subsample(sx, sy) };
             let bpp = super::fill_value(in_info.format(), p).len();
-            planes.push((Raster::conservative(&polygons, w, h), bpp));
+            planes.push((raster, bpp));
         }
         *self.state.lock().unwrap() = Some(State { format: in_info.format(), planes });
         self.parent_set_info(incaps, in_info, outcaps, out_info)
