@@ -64,8 +64,23 @@ struct RawConfig {
     motion: Option<RawMotion>,
     events: Option<RawEvents>,
     privacy: Option<RawPrivacy>,
+    tamper: Option<RawTamper>,
     #[serde(default)]
     zones: Vec<RawNamedPolygon>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTamper {
+    enabled: Option<bool>,
+    dark_fraction: Option<f64>,
+    bright_fraction: Option<f64>,
+    blur_ratio: Option<f64>,
+    scene_similarity: Option<f64>,
+    start_after: Option<String>,
+    end_after: Option<String>,
+    check_interval: Option<String>,
+    reference_time: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +168,7 @@ pub struct Config {
     pub motion: MotionConfig,
     pub events: EventsConfig,
     pub privacy: PrivacyConfig,
+    pub tamper: TamperConfig,
     pub zones: Vec<NamedPolygon>,
     /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
     pub digest: String,
@@ -228,6 +244,17 @@ pub struct EventsConfig {
     pub min_zone_area: f64,
 }
 
+/// Tamper and sabotage detection (`edge/docs/design/tamper.md`).
+#[derive(Debug, Clone)]
+pub struct TamperConfig {
+    pub enabled: bool,
+    pub thresholds: crate::tamper::TamperThresholds,
+    /// How often the scene is measured, in media time.
+    pub check_interval: Duration,
+    /// How long `vakt commission` (and offline replay without a reference) learns the scene.
+    pub reference_time: Duration,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PrivacyConfig {
     pub masks: Vec<NamedPolygon>,
@@ -264,6 +291,14 @@ pub mod defaults {
     pub const UPDATE_INTERVAL: &str = "10s";
     pub const END_AFTER: &str = "5s";
     pub const MIN_ZONE_AREA: f64 = 0.0005;
+    pub const TAMPER_DARK_FRACTION: f64 = 0.85;
+    pub const TAMPER_BRIGHT_FRACTION: f64 = 0.6;
+    pub const TAMPER_BLUR_RATIO: f64 = 0.35;
+    pub const TAMPER_SCENE_SIMILARITY: f64 = 0.7;
+    pub const TAMPER_START_AFTER: &str = "3s";
+    pub const TAMPER_END_AFTER: &str = "2s";
+    pub const TAMPER_CHECK_INTERVAL: &str = "200ms";
+    pub const TAMPER_REFERENCE_TIME: &str = "10s";
 }
 
 /// Loads and validates a config file.
@@ -395,7 +430,7 @@ fn polygons(raw: Vec<RawNamedPolygon>, key: &str) -> Result<Vec<NamedPolygon>, C
 }
 
 fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, ConfigError> {
-    let rb = required(raw.box_, "box", "the [box] table with `id` and `site` (set by `vakt provision`)")?;
+    let rb = required(raw.box_, "box", "the [box] table with `id` and `site`")?;
     let id = dns_label(required(rb.id, "box.id", "the box's unique id, e.g. \"vakt-0042\"")?, "box.id")?;
     let site = name(required(rb.site, "box.site", "the site name, e.g. \"stora-torget\"")?, "box.site")?;
     let state_dir = resolve(base, rb.state_dir.unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR)));
@@ -404,7 +439,8 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
     let rs = required(raw.source, "source", "the [source] table with `uri`")?;
     let uri =
         required(rs.uri, "source.uri", "rtsp://, file://, a path, dir/in%06d.jpg, v4l2:///dev/videoN or test://")?;
-    let spec = SourceSpec::parse(&uri, base).map_err(|e| err("source.uri", format!("{uri:?}"), e))?;
+    let spec = SourceSpec::parse(&uri, base)
+        .map_err(|e| err("source.uri", format!("{:?}", crate::source::without_credentials(&uri)), e))?;
     let source = SourceConfig {
         uri,
         spec,
@@ -428,7 +464,8 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
 
     let rm = required(raw.mqtt, "mqtt", "the [mqtt] table with `url`")?;
     let url = required(rm.url, "mqtt.url", "the broker, mqtts://host:port (or mqtt://host:port on a trusted network)")?;
-    let (scheme, host, port) = parse_mqtt_url(&url).map_err(|e| err("mqtt.url", format!("{url:?}"), e))?;
+    let (scheme, host, port) = parse_mqtt_url(&url)
+        .map_err(|e| err("mqtt.url", format!("{:?}", crate::source::without_credentials(&url)), e))?;
     let prefix = match rm.prefix {
         Some(p) => {
             let ok = !p.is_empty()
@@ -572,7 +609,58 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
     }
     let zones = polygons(raw.zones, "zones")?;
 
-    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, zones, digest })
+    let rt = raw.tamper.unwrap_or_default();
+    let tamper = TamperConfig {
+        enabled: rt.enabled.unwrap_or(true),
+        thresholds: crate::tamper::TamperThresholds {
+            dark_fraction: number(rt.dark_fraction, "tamper.dark_fraction", defaults::TAMPER_DARK_FRACTION, 0.3, 1.0)?,
+            bright_fraction: number(
+                rt.bright_fraction,
+                "tamper.bright_fraction",
+                defaults::TAMPER_BRIGHT_FRACTION,
+                0.3,
+                1.0,
+            )?,
+            blur_ratio: number(rt.blur_ratio, "tamper.blur_ratio", defaults::TAMPER_BLUR_RATIO, 0.05, 0.9)?,
+            scene_similarity: number(
+                rt.scene_similarity,
+                "tamper.scene_similarity",
+                defaults::TAMPER_SCENE_SIMILARITY,
+                0.05,
+                0.9,
+            )?,
+            start_after: duration(
+                rt.start_after,
+                "tamper.start_after",
+                defaults::TAMPER_START_AFTER,
+                Duration::ZERO,
+                Duration::from_secs(600),
+            )?,
+            end_after: duration(
+                rt.end_after,
+                "tamper.end_after",
+                defaults::TAMPER_END_AFTER,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+        },
+        check_interval: duration(
+            rt.check_interval,
+            "tamper.check_interval",
+            defaults::TAMPER_CHECK_INTERVAL,
+            Duration::from_millis(40),
+            Duration::from_secs(10),
+        )?,
+        reference_time: duration(
+            rt.reference_time,
+            "tamper.reference_time",
+            defaults::TAMPER_REFERENCE_TIME,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?,
+    };
+
+    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, zones, digest })
 }
 
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {

@@ -18,15 +18,39 @@ pub enum EventKind {
     Motion,
     /// The camera stopped delivering frames (disconnected, stalled, undecodable).
     SignalLost,
+    /// Most of the picture is black: lens covered or sprayed, lights out beyond night.
+    TooDark,
+    /// Most of the picture is saturated: a flashlight or laser into the lens.
+    TooBright,
+    /// The picture lost most of its commissioned sharpness: focus turned, lens smeared or wet.
+    TooBlurry,
+    /// The scene's static structure no longer matches the commissioned reference: camera turned
+    /// or knocked.
+    SceneChanged,
+    /// The enclosure's tamper switch reports the housing open.
+    HousingOpened,
 }
 
 impl EventKind {
-    pub const ALL: &'static [EventKind] = &[EventKind::Motion, EventKind::SignalLost];
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::Motion,
+        EventKind::SignalLost,
+        EventKind::TooDark,
+        EventKind::TooBright,
+        EventKind::TooBlurry,
+        EventKind::SceneChanged,
+        EventKind::HousingOpened,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Motion => "motion",
             EventKind::SignalLost => "signal_lost",
+            EventKind::TooDark => "too_dark",
+            EventKind::TooBright => "too_bright",
+            EventKind::TooBlurry => "too_blurry",
+            EventKind::SceneChanged => "scene_changed",
+            EventKind::HousingOpened => "housing_opened",
         }
     }
 
@@ -35,7 +59,18 @@ impl EventKind {
         match self {
             EventKind::Motion => "VideoSource/MotionAlarm",
             EventKind::SignalLost => "VideoSource/SignalLoss",
+            EventKind::TooDark => "VideoSource/ImageTooDark",
+            EventKind::TooBright => "VideoSource/ImageTooBright",
+            EventKind::TooBlurry => "VideoSource/ImageTooBlurry",
+            EventKind::SceneChanged => "VideoSource/GlobalSceneChange",
+            EventKind::HousingOpened => "Device/Trigger/DigitalInput",
         }
+    }
+
+    /// Sabotage and camera-health conditions: they put the box's status into `degraded` while
+    /// they last.
+    pub fn is_alarm(self) -> bool {
+        !matches!(self, EventKind::Motion)
     }
 }
 
@@ -118,7 +153,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&EventKind::SignalLost).unwrap(), "\"signal_lost\"");
         for k in EventKind::ALL {
             assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
-            assert!(k.onvif_topic().starts_with("VideoSource/"));
+            assert!(k.onvif_topic().starts_with("VideoSource/") || *k == EventKind::HousingOpened);
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod event;
 pub mod geometry;
 pub mod lifecycle;
 pub mod source;
+pub mod tamper;

@@ -88,6 +88,18 @@ fn parse_test(rest: &str) -> Result<SourceSpec, String> {
     Ok(SourceSpec::TestPattern { pattern: pattern.to_string(), width, height, fps })
 }
 
+/// `rtsp://user:secret@cam/x` → `rtsp://***@cam/x`: never print credentials. The user info ends at
+/// the last `@` before the first `/` after the scheme.
+pub fn without_credentials(uri: &str) -> String {
+    let Some(s) = uri.find("://") else { return uri.to_string() };
+    let rest = &uri[s + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(a) => format!("{}***{}", &uri[..s + 3], &rest[a..]),
+        None => uri.to_string(),
+    }
+}
+
 /// Expands a printf-style `%0Nd` / `%d` pattern for one index.
 pub fn expand_pattern(pattern: &Path, index: u32) -> Option<PathBuf> {
     let s = pattern.to_string_lossy();
@@ -128,6 +140,14 @@ mod tests {
             let e = SourceSpec::parse(bad, b).unwrap_err();
             assert!(e.contains("accepted"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn credentials_are_hidden() {
+        assert_eq!(without_credentials("rtsp://u:p@ss@cam/x@y"), "rtsp://***@cam/x@y");
+        assert_eq!(without_credentials("rtsp://cam/x@y"), "rtsp://cam/x@y");
+        assert_eq!(without_credentials("mqtt://user:pw@host:1883"), "mqtt://***@host:1883");
+        assert_eq!(without_credentials("/path/a@b.mp4"), "/path/a@b.mp4");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use vakt_core::lifecycle::{Lifecycle, LifecycleParams, Observation, Transition, 
 use vakt_media::StaticMaskedFrame;
 use vakt_vision::{BackgroundMotion, GrayFrame, MotionDetector, MotionParams, MotionResult, ZoneSet};
 
+use crate::scene::TamperStage;
+
 /// Who the events are from.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -123,10 +125,16 @@ pub struct Analyzer {
     signal: Option<SignalState>,
     signal_serial: u64,
     last_t: f64,
+    tamper: Option<TamperStage>,
 }
 
 impl Analyzer {
-    pub fn new(cfg: &Config, factory: EventFactory) -> Result<Self, vakt_vision::VisionError> {
+    /// `tamper` is `None` when `[tamper] enabled = false`.
+    pub fn new(
+        cfg: &Config,
+        factory: EventFactory,
+        tamper: Option<TamperStage>,
+    ) -> Result<Self, vakt_vision::VisionError> {
         let detector = Box::new(BackgroundMotion::new(MotionParams::from_config(&cfg.motion))?);
         let zones = ZoneSet::new(&cfg.zones.iter().map(|z| (z.name.clone(), z.polygon.clone())).collect::<Vec<_>>());
         let params = LifecycleParams {
@@ -145,6 +153,7 @@ impl Analyzer {
             signal: None,
             signal_serial: 0,
             last_t: 0.0,
+            tamper,
         })
     }
 
@@ -166,7 +175,48 @@ impl Analyzer {
                 events.push(self.motion_event(i, &tr)?);
             }
         }
+        if let Some(stage) = &mut self.tamper {
+            for tt in stage.process(gray, t)? {
+                events.push(self.tamper_event(tt)?);
+            }
+        }
         Ok((motion, events))
+    }
+
+    fn tamper_event(&mut self, tt: vakt_core::tamper::TamperTransition) -> anyhow::Result<Event> {
+        let mut tr = tt.transition;
+        let mut attrs = serde_json::Map::new();
+        // area: the dark or saturated share of the frame; the other conditions concern the
+        // whole picture and report their measurement in attrs.
+        tr.area = match tt.kind {
+            EventKind::TooDark | EventKind::TooBright if tt.value.is_finite() => tt.value.clamp(0.0, 1.0),
+            _ => 0.0,
+        };
+        if tt.value.is_finite() {
+            let name = match tt.kind {
+                EventKind::TooDark => "dark_fraction",
+                EventKind::TooBright => "bright_fraction",
+                EventKind::TooBlurry => "sharpness_ratio",
+                _ => "similarity",
+            };
+            attrs.insert(name.into(), round(tt.value, 3).into());
+        }
+        Ok(self.factory.build(tt.kind, None, &tr, attrs)?)
+    }
+
+    /// Alarm conditions open now: the status is `degraded` while any is.
+    pub fn alarms(&self) -> Vec<&'static str> {
+        let mut a: Vec<&'static str> =
+            self.tamper.as_ref().map(|t| t.active().into_iter().map(EventKind::as_str).collect()).unwrap_or_default();
+        if self.signal.is_some() {
+            a.push(EventKind::SignalLost.as_str());
+        }
+        a
+    }
+
+    fn end_tamper(&mut self, t: f64) -> anyhow::Result<Vec<Event>> {
+        let ends = self.tamper.as_mut().map(|s| s.finish(t)).unwrap_or_default();
+        ends.into_iter().map(|tt| self.tamper_event(tt)).collect()
     }
 
     fn motion_event(&mut self, zone_index: usize, tr: &Transition) -> anyhow::Result<Event> {
@@ -181,8 +231,9 @@ impl Analyzer {
         if self.signal.is_some() {
             return Ok(Vec::new());
         }
-        // Motion cannot be judged without frames: end what is open first.
+        // Motion and the picture cannot be judged without frames: end what is open first.
         let mut events = self.end_all(media_time_s)?;
+        events.extend(self.end_tamper(media_time_s)?);
         let serial = self.signal_serial;
         self.signal_serial += 1;
         self.signal = Some(SignalState { onset: media_time_s, reason: reason.to_string(), serial });
@@ -235,6 +286,7 @@ impl Analyzer {
     pub fn finish(&mut self) -> anyhow::Result<Vec<Event>> {
         let t = self.last_t;
         let mut events = self.end_all(t)?;
+        events.extend(self.end_tamper(t)?);
         if self.signal.is_some() {
             events.extend(self.signal_restored(t)?);
         }

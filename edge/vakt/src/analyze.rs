@@ -17,6 +17,7 @@ use vakt_media::{Capture, CaptureConfig, CaptureMsg, Pacing, Recovery};
 use vakt_vision::MotionResult;
 
 use crate::analysis::{Analyzer, EventFactory, Origin};
+use crate::scene::{ReferenceSource, TamperStage};
 
 pub struct AnalyzeArgs {
     pub input: String,
@@ -24,6 +25,8 @@ pub struct AnalyzeArgs {
     pub motion_masks: Option<PathBuf>,
     /// Wall-clock time the first frame stands for.
     pub start_time: OffsetDateTime,
+    /// Commissioned scene; `None`: learn it from the start of the input.
+    pub scene_reference: Option<vakt_vision::tamper::SceneReference>,
 }
 
 pub struct AnalyzeSummary {
@@ -52,7 +55,14 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot: 0 };
     let factory =
         EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(MediaClock { anchor: args.start_time }));
-    let mut analyzer = Analyzer::new(cfg, factory)?;
+    let tamper = cfg.tamper.enabled.then(|| {
+        let source = match &args.scene_reference {
+            Some(r) => ReferenceSource::Known(r.clone()),
+            None => ReferenceSource::LearnFromStart,
+        };
+        TamperStage::new(&cfg.tamper, source)
+    });
+    let mut analyzer = Analyzer::new(cfg, factory, tamper)?;
     let mut capture = Capture::start(CaptureConfig {
         source: spec,
         privacy: cfg.privacy.polygons(),

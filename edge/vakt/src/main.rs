@@ -4,8 +4,10 @@
 mod analysis;
 mod analyze;
 mod broker;
+mod commission;
 mod mqtt;
 mod run;
+mod scene;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +55,16 @@ enum Command {
         /// Wall-clock time that media time 0 stands for (RFC 3339); events are stamped relative to it.
         #[arg(long, default_value = "1970-01-01T00:00:00Z")]
         start_time: String,
+        /// Scene reference for tamper detection (a box's scene-reference.json); without it the
+        /// reference is learned from the first `tamper.reference_time` of the input.
+        #[arg(long)]
+        scene_reference: Option<PathBuf>,
+    },
+    /// Learn the scene reference for tamper detection, once the camera is aimed (audited).
+    Commission {
+        /// Replace an existing reference after a deliberate re-aim.
+        #[arg(long)]
+        force: bool,
     },
     /// Validate the configuration file and print a summary.
     CheckConfig,
@@ -84,7 +96,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{},rumqttd=off,rumqttc=warn", cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -109,14 +127,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run::run(cfg, print_events))
         }
-        Command::Analyze { input, events, motion_masks, start_time } => {
+        Command::Analyze { input, events, motion_masks, start_time, scene_reference } => {
             let cfg = load_config(&cli.config)?;
             let start_time = OffsetDateTime::parse(&start_time, &Rfc3339)
                 .map_err(|e| UsageError(format!("--start-time {start_time:?}: not an RFC 3339 time ({e})")))?;
-            let args = analyze::AnalyzeArgs { input, events, motion_masks, start_time };
+            let scene_reference = match scene_reference {
+                None => None,
+                Some(p) => Some(
+                    scene::load_reference(&p)?
+                        .ok_or_else(|| UsageError(format!("--scene-reference {}: no such file", p.display())))?
+                        .reference,
+                ),
+            };
+            let args = analyze::AnalyzeArgs { input, events, motion_masks, start_time, scene_reference };
             let s = analyze::analyze(&cfg, &args)?;
             eprintln!("analysed {} frames, wrote {} events to {}", s.frames, s.events, args.events.display());
             Ok(())
+        }
+        Command::Commission { force } => {
+            let cfg = load_config(&cli.config)?;
+            commission::commission(&cfg, force)
         }
         Command::CheckConfig => {
             let cfg = load_config(&cli.config)?;
@@ -126,7 +156,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 cfg.box_.id,
                 cfg.box_.site,
                 cfg.source.camera,
-                without_credentials(&cfg.source.uri)
+                vakt_core::source::without_credentials(&cfg.source.uri)
             );
             println!("  broker {} (topics under {}/)", cfg.mqtt.url, cfg.mqtt.prefix);
             if cfg.mqtt.scheme == config::MqttScheme::Plain {
@@ -178,14 +208,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-/// `rtsp://user:secret@cam/x` → `rtsp://***@cam/x`: never print a camera password.
-fn without_credentials(uri: &str) -> String {
-    match (uri.find("://"), uri.find('@')) {
-        (Some(s), Some(a)) if a > s && !uri[s + 3..a].contains('/') => format!("{}***{}", &uri[..s + 3], &uri[a..]),
-        _ => uri.to_string(),
     }
 }
 

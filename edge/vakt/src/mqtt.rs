@@ -67,6 +67,8 @@ pub struct LinkCounters {
     pub dropped: AtomicU64,
     /// Woken on every (re)connection.
     pub link_up: Notify,
+    /// Failed connection attempts since the last success.
+    pub failures: AtomicU64,
 }
 
 /// Events kept while the broker is unreachable, at most.
@@ -139,8 +141,13 @@ impl Mqtt {
             }
             while backlog.len() > MAX_BACKLOG {
                 backlog.pop_front();
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("event backlog full ({MAX_BACKLOG}): the oldest event was dropped");
+                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if n == 0 || (n + 1).is_power_of_two() {
+                    tracing::error!(
+                        dropped = n + 1,
+                        "event backlog full ({MAX_BACKLOG}): the oldest events are being dropped"
+                    );
+                }
             }
             if self.counters.connected.load(Ordering::SeqCst) {
                 while let Some(p) = backlog.front() {
@@ -158,17 +165,21 @@ impl Mqtt {
         }
     }
 
-    pub async fn publish_health(&self, payload: Vec<u8>) -> anyhow::Result<()> {
-        // QoS 0: a missed health sample is replaced by the next one.
-        self.client.try_publish(&self.topics.health, QoS::AtMostOnce, false, payload)?;
-        Ok(())
+    /// QoS 0, only while connected: a missed health sample is replaced by the next one, and
+    /// nothing piles up in rumqttc's queue during an outage.
+    pub fn publish_health(&self, payload: Vec<u8>) {
+        if self.counters.connected.load(Ordering::SeqCst) {
+            let _ = self.client.try_publish(&self.topics.health, QoS::AtMostOnce, false, payload);
+        }
     }
 
-    /// Publishes a retained status (QoS 1).
-    pub async fn publish_status(&self, payload: Vec<u8>) -> anyhow::Result<()> {
-        self.counters.submitted.fetch_add(1, Ordering::SeqCst);
-        self.client.publish(&self.topics.status, QoS::AtLeastOnce, true, payload).await?;
-        Ok(())
+    /// Publishes a retained status (QoS 1) without waiting; false if it could not be queued.
+    pub fn publish_status(&self, payload: Vec<u8>) -> bool {
+        let queued = self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, payload).is_ok();
+        if queued {
+            self.counters.submitted.fetch_add(1, Ordering::SeqCst);
+        }
+        queued
     }
 
     /// Waits until the broker acknowledged everything submitted, or `timeout` passes.
@@ -210,6 +221,7 @@ async fn drive(
         match el.poll().await {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(500);
+                c.failures.store(0, Ordering::Relaxed);
                 let n = c.connects.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(broker = %url, reconnect = n > 0, "connected to the MQTT broker");
                 c.submitted.fetch_add(1, Ordering::SeqCst);
@@ -228,13 +240,15 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
+                let failures = c.failures.fetch_add(1, Ordering::Relaxed);
                 if c.connected.swap(false, Ordering::SeqCst) {
                     // rumqttc forgets unacknowledged publishes on a new session: count them as
                     // settled so that the shutdown flush does not wait for them.
                     c.acked.store(c.submitted.load(Ordering::SeqCst), Ordering::SeqCst);
                     tracing::warn!(broker = %url, error = %e, "lost the MQTT broker; new events wait in the backlog until it returns");
-                } else {
-                    tracing::debug!(broker = %url, error = %e, "MQTT broker unreachable");
+                } else if failures == 0 || (failures + 1).is_power_of_two() {
+                    // said at once, then ever more rarely while it lasts
+                    tracing::warn!(broker = %url, error = %e, attempts = failures + 1, "cannot reach the MQTT broker; retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -30,10 +30,21 @@ struct AnalysisStats {
     events_dropped: AtomicU64,
 }
 
-/// The retained status. `since` is when this boot of the box started.
-fn status(cfg: &Config, state: &str, boot: u64, since: &str) -> Vec<u8> {
+/// What the status reports beyond the config: alarms open now, and commissioning.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Condition {
+    alarms: Vec<&'static str>,
+    commissioned: bool,
+}
+
+/// The retained status. `since` is when this boot of the box started; `condition` is `degraded`
+/// while any alarm (tamper, signal lost) is open.
+fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> Vec<u8> {
     json!({
         "state": state,
+        "condition": if c.alarms.is_empty() { "ok" } else { "degraded" },
+        "alarms": c.alarms,
+        "commissioned": c.commissioned,
         "version": VERSION,
         "box": cfg.box_.id,
         "site": cfg.box_.site,
@@ -52,7 +63,7 @@ fn status(cfg: &Config, state: &str, boot: u64, since: &str) -> Vec<u8> {
 
 /// Holds an exclusive lock on `state_dir/lock` for the life of the process: two boxes on one
 /// state directory would hand out the same seq values (C1).
-fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -86,14 +97,36 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     }
     let since = rfc3339(time::OffsetDateTime::now_utc());
 
+    // The boot check (K5): the commissioned reference is loaded before the first frame, so a
+    // camera turned or covered while the box was off is reported within `tamper.start_after`.
+    let stored = crate::scene::load_reference(&crate::scene::reference_path(state_dir))?;
+    match &stored {
+        Some(r) => {
+            tracing::info!(learned_at = %r.learned_at, samples = r.samples, digest = %r.digest, "scene reference loaded")
+        }
+        None if cfg.tamper.enabled => tracing::warn!(
+            "the scene is not commissioned: too_blurry and scene_changed are off until `vakt commission` (too_dark and too_bright work)"
+        ),
+        None => {}
+    }
+    let condition = Arc::new(std::sync::Mutex::new(Condition { alarms: Vec::new(), commissioned: stored.is_some() }));
+    let tamper = cfg.tamper.enabled.then(|| {
+        let source = match &stored {
+            Some(r) => crate::scene::ReferenceSource::Known(r.reference.clone()),
+            None => crate::scene::ReferenceSource::Missing,
+        };
+        crate::scene::TamperStage::new(&cfg.tamper, source)
+    });
+
     if let Some(addr) = cfg.mqtt.embedded_broker {
         broker::start(addr)?;
     }
     let online = {
-        let (cfg, since) = (cfg.clone(), since.clone());
-        move || status(&cfg, "online", boot, &since)
+        let (cfg, since, condition) = (cfg.clone(), since.clone(), condition.clone());
+        move || status(&cfg, "online", boot, &since, &condition.lock().unwrap())
     };
-    let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &cfg.box_.id, online, status(&cfg, "offline", boot, &since))?);
+    let offline = status(&cfg, "offline", boot, &since, &Condition::default());
+    let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &cfg.box_.id, online, offline)?);
     tracing::info!(
         box_id = %cfg.box_.id, boot, broker = %cfg.mqtt.url, topics = %format!("{}/#", cfg.mqtt.prefix),
         recording = cfg.storage.record, retention = %humantime::format_duration(cfg.storage.max_age),
@@ -120,18 +153,23 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let stats = Arc::new(AnalysisStats::default());
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot };
-    let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)))?;
+    let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)), tamper)?;
+    let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
     let analysis = std::thread::Builder::new().name("analysis".into()).spawn(move || {
         let send = |e: Event| {
             if print_events {
-                println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                use std::io::Write;
+                // a closed pipe (e.g. `| head`) must not take the box down
+                let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&e).unwrap_or_default());
             }
             tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(e) {
-                st.events_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("event queue full: an event was dropped");
+                let n = st.events_dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::error!(dropped = n + 1, "event queue full: events are being dropped");
+                }
             }
         };
         let outcome: anyhow::Result<()> = (|| {
@@ -153,6 +191,10 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
                     CaptureMsg::Failed(e) => anyhow::bail!("capture failed: {e}"),
                 };
                 events.into_iter().for_each(send);
+                let alarms = analyzer.alarms();
+                if *alarms_tx.borrow() != alarms {
+                    let _ = alarms_tx.send(alarms);
+                }
             }
             // Ingest stopped: end every open event (L5).
             analyzer.finish()?.into_iter().for_each(send);
@@ -173,7 +215,21 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            r = &mut done_rx => { outcome = Some(r.unwrap_or(Ok(()))); break; }
+            Ok(()) = alarms_rx.changed() => {
+                let alarms = alarms_rx.borrow_and_update().clone();
+                let c = {
+                    let mut c = condition.lock().unwrap();
+                    c.alarms = alarms;
+                    c.clone()
+                };
+                tracing::info!(alarms = ?c.alarms, "status {}", if c.alarms.is_empty() { "ok" } else { "degraded" });
+                mqtt.publish_status(status(&cfg, "online", boot, &since, &c));
+            }
+            r = &mut done_rx => {
+                // a dropped sender means the analysis thread panicked: that is a failure
+                outcome = Some(r.unwrap_or_else(|_| Err(anyhow::anyhow!("the analysis thread ended unexpectedly"))));
+                break;
+            }
             _ = health.tick() => {
                 let frames = stats.frames.load(Ordering::Relaxed);
                 let fps = (frames - last_frames) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
@@ -190,7 +246,7 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
                     "events_dropped": stats.events_dropped.load(Ordering::Relaxed) + mqtt.counters.dropped.load(Ordering::Relaxed),
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
                 });
-                let _ = mqtt.publish_health(h.to_string().into_bytes()).await;
+                mqtt.publish_health(h.to_string().into_bytes());
             }
         }
     }
@@ -201,7 +257,13 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     drop(capture);
     let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
     if outcome.is_none() {
-        outcome = done_rx.try_recv().ok();
+        outcome = match done_rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                Some(Err(anyhow::anyhow!("the analysis thread ended unexpectedly")))
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+        };
     }
     // The analysis thread has ended and dropped its sender: the publisher drains and returns.
     let mut publisher = publisher;
@@ -210,14 +272,18 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
         let _ = publisher.await;
         tracing::warn!(
             unsent = mqtt.counters.backlog.load(Ordering::Relaxed),
-            "the broker is unreachable: events still in the backlog are lost at shutdown"
+            broker_connected = mqtt.counters.connected.load(Ordering::Relaxed),
+            "the backlog could not be sent within 5 s: these events are lost at shutdown"
         );
     }
     let left = mqtt.flush(Duration::from_secs(5)).await;
     if left > 0 {
         tracing::warn!(unacknowledged = left, "broker did not acknowledge every message before shutdown");
     }
-    let _ = mqtt.publish_status(status(&cfg, "stopped", boot, &since)).await;
+    let last = condition.lock().unwrap().clone();
+    if !mqtt.publish_status(status(&cfg, "stopped", boot, &since, &last)) {
+        tracing::warn!("could not queue the `stopped` status; the broker keeps the last will (`offline`)");
+    }
     mqtt.flush(Duration::from_secs(2)).await;
     match Arc::try_unwrap(mqtt) {
         Ok(m) => m.disconnect().await,

@@ -110,7 +110,7 @@ fn the_box_reconnects_after_the_broker_restarts() {
     drop(sub);
     broker.stop();
     std::thread::sleep(Duration::from_secs(2));
-    broker.restart();
+    broker.restart_checked();
     let sub = Subscriber::start(broker.port, "vakt/#");
     // A subscriber already present gets the republished status live (retain flag cleared)...
     assert!(

@@ -3,6 +3,7 @@
 //! and the benchmarks.
 
 pub mod motion;
+pub mod tamper;
 pub mod zones;
 
 pub use motion::{BackgroundMotion, Blob, GrayFrame, MotionDetector, MotionParams, MotionResult, VisionError};

@@ -19,8 +19,17 @@ pub fn demo_clip() -> PathBuf {
     p
 }
 
+/// A loopback port no listener holds now and that this test process has not handed out before.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn wait_port(port: u16, up: bool, timeout: Duration) -> bool {
@@ -43,8 +52,18 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Starts on a free port. Tests run in parallel and two can draw the same "free" port: the
+    /// broker that loses the race exits at once, so a start only counts when our own process is
+    /// still running after the port answers.
     pub fn start() -> Mosquitto {
-        Self::start_on(free_port())
+        for _ in 0..10 {
+            let mut m = Self::start_on(free_port());
+            std::thread::sleep(Duration::from_millis(150));
+            if m.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none()) {
+                return m;
+            }
+        }
+        panic!("could not start mosquitto on a free port in 10 tries");
     }
 
     pub fn start_on(port: u16) -> Mosquitto {
@@ -82,6 +101,14 @@ impl Mosquitto {
             .expect("mosquitto is installed (deploy/setup-dev.sh)");
         self.child = Some(child);
         assert!(wait_port(self.port, true, Duration::from_secs(5)), "mosquitto did not start on {}", self.port);
+    }
+
+    /// Restarts on the same port and checks that the broker answering is ours.
+    pub fn restart_checked(&mut self) {
+        self.restart();
+        std::thread::sleep(Duration::from_millis(150));
+        let alive = self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none());
+        assert!(alive, "mosquitto could not take port {} again", self.port);
     }
 }
 
