@@ -81,6 +81,16 @@ struct RawTamper {
     end_after: Option<String>,
     check_interval: Option<String>,
     reference_time: Option<String>,
+    housing: Option<RawHousing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHousing {
+    chip: Option<PathBuf>,
+    line: Option<u32>,
+    open_when: Option<String>,
+    debounce: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +263,21 @@ pub struct TamperConfig {
     pub check_interval: Duration,
     /// How long `vakt commission` (and offline replay without a reference) learns the scene.
     pub reference_time: Duration,
+    /// The enclosure's tamper switch, when the board has one.
+    pub housing: Option<HousingConfig>,
+}
+
+/// A GPIO line that reports the housing open (`[tamper.housing]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HousingConfig {
+    /// GPIO character device, e.g. `/dev/gpiochip0`.
+    pub chip: PathBuf,
+    /// Line offset on that chip.
+    pub line: u32,
+    /// The level that means "open": true for high.
+    pub open_when_high: bool,
+    /// The level must hold this long before it counts.
+    pub debounce: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -658,9 +683,38 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             Duration::from_secs(1),
             Duration::from_secs(600),
         )?,
+        housing: match rt.housing {
+            None => None,
+            Some(h) => Some(housing(h)?),
+        },
     };
 
     Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, zones, digest })
+}
+
+fn housing(h: RawHousing) -> Result<HousingConfig, ConfigError> {
+    let chip = required(h.chip, "tamper.housing.chip", "the GPIO character device, e.g. \"/dev/gpiochip0\"")?;
+    if !chip.to_string_lossy().starts_with("/dev/gpiochip") {
+        return Err(err(
+            "tamper.housing.chip",
+            format!("{:?}", chip.display().to_string()),
+            "a GPIO character device such as \"/dev/gpiochip0\"",
+        ));
+    }
+    let line = required(h.line, "tamper.housing.line", "the line offset on the chip, e.g. 17")?;
+    let open_when_high = match h.open_when.as_deref().unwrap_or("high") {
+        "high" => true,
+        "low" => false,
+        other => {
+            return Err(err(
+                "tamper.housing.open_when",
+                format!("{other:?}"),
+                "\"high\" or \"low\": the level that means the housing is open",
+            ));
+        }
+    };
+    let debounce = duration(h.debounce, "tamper.housing.debounce", "200ms", Duration::ZERO, Duration::from_secs(10))?;
+    Ok(HousingConfig { chip, line, open_when_high, debounce })
 }
 
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {
@@ -804,6 +858,21 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
             "[[privacy.masks]]\nname = \"left\"\npoints = [[0, 0], [0.6, 0], [0.6, 1], [0, 1]]\n[[privacy.masks]]\nname = \"right\"\npoints = [[0.5, 0], [1, 0], [1, 1], [0.5, 1]]\n[[zones]]",
         );
         assert!(parse_err(&t).contains("cover the whole frame"));
+    }
+
+    #[test]
+    fn housing_switch_config() {
+        let c =
+            parse_ok(&format!("{GOOD}\n[tamper.housing]\nchip = \"/dev/gpiochip1\"\nline = 17\nopen_when = \"low\"\n"));
+        let h = c.tamper.housing.unwrap();
+        assert_eq!((h.chip.as_path(), h.line, h.open_when_high), (Path::new("/dev/gpiochip1"), 17, false));
+        assert_eq!(h.debounce, Duration::from_millis(200));
+        let e =
+            parse_err(&format!("{GOOD}\n[tamper.housing]\nchip = \"/dev/gpiochip0\"\nline = 3\nopen_when = \"up\"\n"));
+        assert!(e.contains("`tamper.housing.open_when` = \"up\""), "{e}");
+        let e = parse_err(&format!("{GOOD}\n[tamper.housing]\nchip = \"/tmp/x\"\nline = 3\n"));
+        assert!(e.contains("tamper.housing.chip"), "{e}");
+        assert!(parse_ok(GOOD).tamper.housing.is_none());
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct Analyzer {
     signal_serial: u64,
     last_t: f64,
     tamper: Option<TamperStage>,
+    /// Onset media time and serial of an open `housing_opened`.
+    housing: Option<(f64, u64)>,
+    housing_serial: u64,
 }
 
 impl Analyzer {
@@ -154,6 +157,8 @@ impl Analyzer {
             signal_serial: 0,
             last_t: 0.0,
             tamper,
+            housing: None,
+            housing_serial: 0,
         })
     }
 
@@ -204,12 +209,43 @@ impl Analyzer {
         Ok(self.factory.build(tt.kind, None, &tr, attrs)?)
     }
 
+    /// The housing switch changed (debounced). Not a video measurement: stamped with the media
+    /// time of the last analysed frame.
+    pub fn housing(&mut self, open: bool) -> anyhow::Result<Vec<Event>> {
+        let t = self.last_t;
+        let tr = match (open, self.housing) {
+            (true, None) => {
+                let serial = self.housing_serial;
+                self.housing_serial += 1;
+                self.housing = Some((t, serial));
+                Transition {
+                    phase: TransitionPhase::Start,
+                    onset: t,
+                    last_active: t,
+                    at: t,
+                    bbox: None,
+                    area: 0.0,
+                    serial,
+                }
+            }
+            (false, Some((onset, serial))) => {
+                self.housing = None;
+                Transition { phase: TransitionPhase::End, onset, last_active: t, at: t, bbox: None, area: 0.0, serial }
+            }
+            _ => return Ok(Vec::new()),
+        };
+        Ok(vec![self.factory.build(EventKind::HousingOpened, None, &tr, serde_json::Map::new())?])
+    }
+
     /// Alarm conditions open now: the status is `degraded` while any is.
     pub fn alarms(&self) -> Vec<&'static str> {
         let mut a: Vec<&'static str> =
             self.tamper.as_ref().map(|t| t.active().into_iter().map(EventKind::as_str).collect()).unwrap_or_default();
         if self.signal.is_some() {
             a.push(EventKind::SignalLost.as_str());
+        }
+        if self.housing.is_some() {
+            a.push(EventKind::HousingOpened.as_str());
         }
         a
     }
@@ -287,6 +323,9 @@ impl Analyzer {
         let t = self.last_t;
         let mut events = self.end_all(t)?;
         events.extend(self.end_tamper(t)?);
+        if self.housing.is_some() {
+            events.extend(self.housing(false)?);
+        }
         if self.signal.is_some() {
             events.extend(self.signal_restored(t)?);
         }

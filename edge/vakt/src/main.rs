@@ -5,6 +5,7 @@ mod analysis;
 mod analyze;
 mod broker;
 mod commission;
+mod housing;
 mod mqtt;
 mod run;
 mod scene;

@@ -96,6 +96,11 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
         );
     }
     let since = rfc3339(time::OffsetDateTime::now_utc());
+    // The enclosure switch is opened before anything connects, so a wrong line fails fast.
+    let housing_input = match &cfg.tamper.housing {
+        Some(h) => Some((crate::housing::GpioInput::open(h)?, h.clone())),
+        None => None,
+    };
 
     // The boot check (K5): the commissioned reference is loaded before the first frame, so a
     // camera turned or covered while the box was off is reported within `tamper.start_after`.
@@ -157,6 +162,18 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
+    // The enclosure switch, when the board has one: polled on its own thread.
+    let (housing_tx, housing_rx) = crossbeam_channel::unbounded::<bool>();
+    let housing_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let housing_thread = match housing_input {
+        Some((input, h)) => {
+            tracing::info!(chip = %h.chip.display(), line = h.line, "housing switch monitored");
+            Some(crate::housing::spawn_monitor(Box::new(input), h.debounce, housing_tx, housing_stop.clone())?)
+        }
+        None => None,
+    };
+    // without a switch (or once its thread ends) this arm of the select must never fire
+    let mut housing_rx = if housing_thread.is_some() { housing_rx } else { crossbeam_channel::never() };
     let analysis = std::thread::Builder::new().name("analysis".into()).spawn(move || {
         let send = |e: Event| {
             if print_events {
@@ -173,7 +190,21 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
             }
         };
         let outcome: anyhow::Result<()> = (|| {
-            for msg in frames_rx.iter() {
+            loop {
+                let msg = crossbeam_channel::select! {
+                    recv(frames_rx) -> m => match m { Ok(m) => m, Err(_) => break },
+                    recv(housing_rx) -> h => {
+                        match h {
+                            Ok(open) => {
+                                tracing::warn!(open, "housing switch");
+                                analyzer.housing(open)?.into_iter().for_each(send);
+                                let _ = alarms_tx.send(analyzer.alarms());
+                            }
+                            Err(_) => housing_rx = crossbeam_channel::never(),
+                        }
+                        continue;
+                    }
+                };
                 let events = match msg {
                     CaptureMsg::Frame(f) => {
                         st.frames.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +287,10 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     capture.stop();
     drop(capture);
     let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
+    housing_stop.store(true, Ordering::SeqCst);
+    if let Some(t) = housing_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     if outcome.is_none() {
         outcome = match done_rx.try_recv() {
             Ok(r) => Some(r),

@@ -120,6 +120,10 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     let bad_uri = tmp.path().join("bad-uri.toml");
     std::fs::write(&bad_uri, OFFLINE_CFG.replace("test://ball", "gopher://cam/1")).unwrap();
     let packaged = repo_root().join("deploy/config/vakt.toml");
+    // this machine has no GPIO: a configured housing switch must fail with a clear message
+    let no_gpio = tmp.path().join("no-gpio.toml");
+    std::fs::write(&no_gpio, format!("{OFFLINE_CFG}\n[tamper.housing]\nchip = \"/dev/gpiochip9\"\nline = 4\n"))
+        .unwrap();
 
     let g = good.to_str().unwrap();
     let ev = tmp.path().join("e.jsonl");
@@ -131,6 +135,7 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         (vec!["--config", bad_uri.to_str().unwrap(), "check-config"], 2, "`source.uri` = \"gopher://cam/1\""),
         (vec!["--config", packaged.to_str().unwrap(), "check-config"], 2, "`box.id`"),
         (vec!["--config", "/nonexistent/vakt.toml", "check-config"], 2, "cannot read the config file"),
+        (vec!["--config", no_gpio.to_str().unwrap(), "run"], 1, "cannot open GPIO line 4 on /dev/gpiochip9"),
         (
             vec!["--config", g, "analyze", "--input", "/nonexistent/clip.mp4", "--events", ev],
             1,
