@@ -81,6 +81,8 @@ pub struct CaptureCounters {
     pub frames_in: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Duration of a stored clip in milliseconds, once the pipeline knows it (0: unknown).
+    pub duration_ms: AtomicU64,
 }
 
 /// A running capture. Dropping it stops the pipeline.
@@ -261,6 +263,12 @@ fn run_once(
                 if tx.send(CaptureMsg::SignalRestored { media_time_s: t }).is_err() {
                     break RunOutcome::Stopped;
                 }
+            }
+            if counters.duration_ms.load(Ordering::Relaxed) == 0
+                && cfg.source.is_stored()
+                && let Some(d) = pipeline.query_duration::<gst::ClockTime>()
+            {
+                counters.duration_ms.store(d.mseconds().max(1), Ordering::Relaxed);
             }
             if !graph_checked {
                 // P1 at run time: once decodebin has built its insides, prove the graph safe.

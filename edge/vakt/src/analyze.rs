@@ -75,8 +75,12 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     })
     .map_err(anyhow::Error::msg)?;
 
+    // A bar over the clip's duration once GStreamer reports it; a spinner until then. Drawn only
+    // on a terminal (indicatif hides itself otherwise).
+    let counters = capture.counters();
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    let mut sized = false;
     let (mut frames, mut events) = (0u64, 0u64);
     let mut write_events =
         |evs: Vec<vakt_core::event::Event>, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
@@ -98,8 +102,17 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
                 }
                 write_events(evs, &mut out)?;
                 if frames % 25 == 0 {
-                    bar.set_message(format!("{frames} frames, {:.1} s of video", f.media_time_s()));
-                    bar.tick();
+                    let total_ms = counters.duration_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    if total_ms > 0 && !sized {
+                        sized = true;
+                        bar.set_length(total_ms);
+                        bar.set_style(
+                            ProgressStyle::with_template("{bar:40} {percent:>3}% {elapsed} (eta {eta}) {msg}")
+                                .expect("valid template"),
+                        );
+                    }
+                    bar.set_position((f.media_time_s() * 1000.0) as u64);
+                    bar.set_message(format!("{frames} frames"));
                 }
             }
             CaptureMsg::EndOfStream => break,
