@@ -83,6 +83,8 @@ pub struct CaptureCounters {
     pub reconnects: AtomicU64,
     /// Duration of a stored clip in milliseconds, once the pipeline knows it (0: unknown).
     pub duration_ms: AtomicU64,
+    /// Supervisor iterations (bus polls and reconnect waits): proof that capture is alive.
+    pub beats: AtomicU64,
 }
 
 /// A running capture. Dropping it stops the pipeline.
@@ -203,6 +205,7 @@ fn supervise(cfg: CaptureConfig, tx: Sender<CaptureMsg>, stop: Arc<AtomicBool>, 
                     counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                        counters.beats.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     backoff = (backoff * 2).min(max);
@@ -255,6 +258,7 @@ fn run_once(
         if stop.load(Ordering::SeqCst) {
             break RunOutcome::Stopped;
         }
+        counters.beats.fetch_add(1, Ordering::Relaxed);
         let frames = flow.frames_this_run.load(Ordering::SeqCst);
         if frames > 0 {
             if *lost {

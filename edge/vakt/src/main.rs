@@ -7,6 +7,7 @@ mod broker;
 mod commission;
 mod housing;
 mod mqtt;
+mod notify;
 mod run;
 mod scene;
 
@@ -41,6 +42,10 @@ enum Command {
         /// Also print every published event as one JSON line on standard output.
         #[arg(long)]
         print_events: bool,
+        /// Fault injection for tests: analysis stops handling frames once the media time passes
+        /// SECONDS, so the watchdog must starve.
+        #[arg(long, hide = true, value_name = "SECONDS")]
+        fault_stall_analysis_after: Option<f64>,
     },
     /// Replay a video file through the box's pipeline, deterministically, on its media clock.
     Analyze {
@@ -123,10 +128,10 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { print_events } => {
+        Command::Run { print_events, fault_stall_analysis_after } => {
             let cfg = load_config(&cli.config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run::run(cfg, print_events))
+            rt.block_on(run::run(cfg, run::RunOptions { print_events, fault_stall_analysis_after }))
         }
         Command::Analyze { input, events, motion_masks, start_time, scene_reference } => {
             let cfg = load_config(&cli.config)?;

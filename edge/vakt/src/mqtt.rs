@@ -69,6 +69,8 @@ pub struct LinkCounters {
     pub link_up: Notify,
     /// Failed connection attempts since the last success.
     pub failures: AtomicU64,
+    /// Publisher loop iterations: proof that the publisher runs.
+    pub publisher_beats: AtomicU64,
 }
 
 /// Events kept while the broker is unreachable, at most.
@@ -128,6 +130,7 @@ impl Mqtt {
         let mut closed = false;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
+            self.counters.publisher_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 m = rx.recv(), if !closed => match m {
                     Some(e) => match serde_json::to_vec(&e) {

@@ -27,7 +27,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Default)]
 struct AnalysisStats {
     frames: AtomicU64,
+    /// Capture messages handled (frames and signal changes): the watchdog's analysis progress.
+    handled: AtomicU64,
     events_dropped: AtomicU64,
+}
+
+/// Options of `vakt run` beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub print_events: bool,
+    /// Fault injection (tests): analysis stops once the media time passes this.
+    pub fault_stall_analysis_after: Option<f64>,
 }
 
 /// What the status reports beyond the config: alarms open now, and commissioning.
@@ -77,7 +87,9 @@ pub(crate) fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::F
     Ok(f)
 }
 
-pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    let print_events = opts.print_events;
+    let notifier = crate::notify::Notifier::from_env();
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
 
@@ -162,6 +174,8 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
+    let analysis_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stall_stop = analysis_stop.clone();
     // The enclosure switch, when the board has one: polled on its own thread.
     let (housing_tx, housing_rx) = crossbeam_channel::unbounded::<bool>();
     let housing_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -205,8 +219,16 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
                         continue;
                     }
                 };
+                st.handled.fetch_add(1, Ordering::Relaxed);
                 let events = match msg {
                     CaptureMsg::Frame(f) => {
+                        if opts.fault_stall_analysis_after.is_some_and(|s| f.media_time_s() >= s) {
+                            tracing::warn!("fault injection: analysis stalls now");
+                            while !stall_stop.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            return Ok(());
+                        }
                         st.frames.fetch_add(1, Ordering::Relaxed);
                         analyzer.process(&f)?.1
                     }
@@ -241,11 +263,31 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut health = tokio::time::interval(cfg.mqtt.health_interval);
     health.tick().await;
+    notifier.ready(&format!("running: camera {}, broker {}", cfg.source.camera, cfg.mqtt.url));
+    // The watchdog is fed only when capture, analysis and the publisher all made progress.
+    let mut watchdog = tokio::time::interval(notifier.watchdog_interval.unwrap_or(Duration::from_secs(3600)));
+    watchdog.tick().await;
+    let sample = || crate::notify::Progress {
+        frames_in: capture_counters.frames_in.load(Ordering::Relaxed),
+        capture_beats: capture_counters.beats.load(Ordering::Relaxed),
+        analysed: stats.handled.load(Ordering::Relaxed),
+        publisher_beats: mqtt.counters.publisher_beats.load(Ordering::Relaxed),
+    };
+    let mut last_progress = sample();
     let (mut last_frames, mut last_at) = (0u64, Instant::now());
     let mut outcome: Option<anyhow::Result<()>> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = watchdog.tick(), if notifier.watchdog_interval.is_some() => {
+                let now = sample();
+                if crate::notify::made_progress(last_progress, now) {
+                    notifier.watchdog();
+                } else {
+                    tracing::error!(?now, "no progress since the last watchdog tick: not feeding the watchdog");
+                }
+                last_progress = now;
+            }
             Ok(()) = alarms_rx.changed() => {
                 let alarms = alarms_rx.borrow_and_update().clone();
                 let c = {
@@ -284,6 +326,8 @@ pub async fn run(cfg: Config, print_events: bool) -> anyhow::Result<()> {
 
     // Shutdown, in order: 1 stop ingest, 2 end open events, 3 flush, 4 `stopped`, 5 disconnect.
     tracing::info!("shutting down: stopping ingest");
+    notifier.stopping();
+    analysis_stop.store(true, Ordering::SeqCst);
     capture.stop();
     drop(capture);
     let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
