@@ -689,6 +689,15 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         },
     };
 
+    let th = &tamper.thresholds;
+    if tamper.check_interval > th.end_after || (!th.start_after.is_zero() && tamper.check_interval > th.start_after) {
+        return Err(err(
+            "tamper.check_interval",
+            format!("{:?}", humantime::format_duration(tamper.check_interval).to_string()),
+            "must not exceed tamper.start_after or tamper.end_after (conditions are judged on checks)",
+        ));
+    }
+
     Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, zones, digest })
 }
 

@@ -114,16 +114,20 @@ impl TamperPolicy {
         // K3: a dark or saturated picture explains lost sharpness and structure; only the cause
         // is reported. Without a reference there is nothing to compare with (K4).
         let covered = dark || bright;
+        // While it is covered or saturated, blur and scene keep the state they had (frozen, not
+        // reset): a flash must neither end a turned-camera alarm nor raise a new one.
         let blurry = match m.sharpness_ratio {
             Some(r) if !covered => self.raw[2].step(r, self.th.blur(), false),
-            _ => {
+            Some(_) => self.raw[2].raised,
+            None => {
                 self.raw[2] = Hysteresis::default();
                 false
             }
         };
         let moved = match m.similarity {
             Some(s) if !covered => self.raw[3].step(s, self.th.scene(), false),
-            _ => {
+            Some(_) => self.raw[3].raised,
+            None => {
                 self.raw[3] = Hysteresis::default();
                 false
             }
@@ -260,6 +264,18 @@ mod tests {
                     |t, m| if (10.0..11.0).contains(&t) { SceneMeasurement { dark_fraction: 0.99, ..m } } else { m },
                 ),
                 vec![],
+            ),
+            (
+                "a flash on a turned camera neither ends nor restarts scene_changed",
+                Box::new(|t, m| {
+                    let m = if t >= 10.0 { SceneMeasurement { similarity: Some(0.2), ..m } } else { m };
+                    if (16.0..18.5).contains(&t) {
+                        SceneMeasurement { bright_fraction: 0.9, similarity: Some(0.05), ..m }
+                    } else {
+                        m
+                    }
+                }),
+                vec![(SceneChanged, true, 12.0), (TooBright, true, 18.0), (TooBright, false, 20.0)],
             ),
             (
                 "without a reference only dark and bright are judged",

@@ -332,3 +332,43 @@ impl Analyzer {
         Ok(events)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vakt_core::clock::MediaClock;
+
+    fn analyzer() -> Analyzer {
+        let cfg = vakt_core::config::parse(
+            "[box]\nid = \"b1\"\nsite = \"s\"\n[source]\nuri = \"test://ball\"\n[mqtt]\nurl = \"mqtt://h:1\"\n[storage]\nrecord = false\n",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let origin = Origin { box_id: "b1".into(), site: "s".into(), camera: "cam0".into(), boot: 1 };
+        let clock = MediaClock { anchor: time::OffsetDateTime::UNIX_EPOCH };
+        Analyzer::new(&cfg, EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(clock)), None).unwrap()
+    }
+
+    #[test]
+    fn the_housing_switch_raises_and_clears_one_alarm() {
+        let mut a = analyzer();
+        let start = a.housing(true).unwrap();
+        assert_eq!(start.len(), 1);
+        assert_eq!((start[0].kind, start[0].phase), (EventKind::HousingOpened, Phase::Start));
+        assert_eq!(a.alarms(), vec!["housing_opened"]);
+        assert!(a.housing(true).unwrap().is_empty(), "a repeated open is not a new event");
+        let end = a.housing(false).unwrap();
+        assert_eq!((end[0].phase, &end[0].id), (Phase::End, &start[0].id));
+        assert!(end[0].ended_at.is_some());
+        assert!(a.alarms().is_empty());
+        assert!(a.housing(false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_open_housing_is_ended_at_shutdown() {
+        let mut a = analyzer();
+        a.housing(true).unwrap();
+        let ends = a.finish().unwrap();
+        assert!(ends.iter().any(|e| e.kind == EventKind::HousingOpened && e.phase == Phase::End), "{ends:?}");
+    }
+}

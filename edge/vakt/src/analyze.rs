@@ -60,7 +60,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
             Some(r) => ReferenceSource::Known(r.clone()),
             None => ReferenceSource::LearnFromStart,
         };
-        TamperStage::new(&cfg.tamper, source)
+        TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
     });
     let mut analyzer = Analyzer::new(cfg, factory, tamper)?;
     let mut capture = Capture::start(CaptureConfig {

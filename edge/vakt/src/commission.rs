@@ -20,13 +20,18 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
     let _lock = crate::run::lock_state_dir(state_dir)
         .context("stop the box first (systemctl stop vakt): commissioning needs the camera and the state directory")?;
     let path = reference_path(state_dir);
-    let previous = load_reference(&path)?;
-    if let Some(p) = &previous
-        && !force
-    {
+    // A damaged reference can always be replaced with --force; without it, nothing is replaced.
+    let previous = match load_reference(&path) {
+        Ok(p) => p.map(|p| p.digest),
+        Err(e) if force => {
+            tracing::warn!(error = %format!("{e:#}"), "replacing a damaged scene reference");
+            Some("damaged".to_string())
+        }
+        Err(e) => return Err(e),
+    };
+    if previous.is_some() && !force {
         anyhow::bail!(
-            "a scene reference from {} exists ({}); re-learning it is only for a deliberate re-aim: run `vakt commission --force` (audited)",
-            p.learned_at,
+            "a scene reference exists ({}); re-learning it is only for a deliberate re-aim: run `vakt commission --force` (audited)",
             path.display()
         );
     }
@@ -43,7 +48,7 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
         queue: 4,
     })
     .map_err(anyhow::Error::msg)?;
-    let mut stage = TamperStage::new(&cfg.tamper, ReferenceSource::LearnFromStart);
+    let mut stage = TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), ReferenceSource::LearnFromStart);
     let deadline = std::time::Instant::now() + learn + Duration::from_secs(30);
     let rx = capture.receiver().clone();
     let mut frames = 0u64;
@@ -57,8 +62,8 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
                 frames += 1;
                 let g = GrayFrame { width: f.width(), height: f.height(), data: f.data() };
                 stage.process(g, f.media_time_s())?;
-                if let Some((r, true)) = stage.learned() {
-                    break r.clone();
+                if let Some((r, from)) = stage.learned() {
+                    break (r.clone(), from.samples(), from.max_dark, from.max_bright);
                 }
             }
             Ok(CaptureMsg::Failed(e)) | Ok(CaptureMsg::SignalLost { reason: e, .. }) => {
@@ -69,13 +74,21 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
         }
     };
     capture.stop();
+    let (reference, samples, max_dark, max_bright) = reference;
+    let th = &cfg.tamper.thresholds;
     anyhow::ensure!(
-        reference.sharpness > 0.0 && reference.structure.iter().any(|&v| v > 1.0),
-        "the picture has no structure (covered or blank?): aim the camera at the scene and commission again"
+        max_dark < th.dark_fraction * 0.8 && max_bright < th.bright_fraction * 0.8,
+        "the picture was {:.0} % dark and {:.0} % saturated while learning (covered, at night, or blinded?): commission in daylight with a clear view",
+        max_dark * 100.0,
+        max_bright * 100.0
+    );
+    anyhow::ensure!(
+        reference.sharpness > 0.0
+            && reference.structure.iter().filter(|&&v| v > 1.0).count() * 20 > reference.structure.len(),
+        "the picture has almost no structure outside the privacy masks (covered or blank?): aim the camera at the scene and commission again"
     );
     let learned_at = rfc3339(time::OffsetDateTime::now_utc());
-    let samples = (learn.as_secs_f64() / cfg.tamper.check_interval.as_secs_f64()).round() as u32;
-    let digest = save_reference(&path, &reference, &learned_at, samples)?;
+    let digest = save_reference(&path, &reference, &learned_at, samples, cfg)?;
     let mut log = crate::open_audit(cfg)?;
     log.append(
         "cli",
@@ -84,7 +97,7 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
             "digest": digest,
             "frames": frames,
             "sharpness": reference.sharpness,
-            "replaced": previous.as_ref().map(|p| p.digest.clone()),
+            "replaced": previous,
         }),
     )?;
     println!(

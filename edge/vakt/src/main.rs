@@ -139,11 +139,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| UsageError(format!("--start-time {start_time:?}: not an RFC 3339 time ({e})")))?;
             let scene_reference = match scene_reference {
                 None => None,
-                Some(p) => Some(
-                    scene::load_reference(&p)?
-                        .ok_or_else(|| UsageError(format!("--scene-reference {}: no such file", p.display())))?
-                        .reference,
-                ),
+                Some(p) => {
+                    let r = scene::load_reference(&p)?
+                        .ok_or_else(|| UsageError(format!("--scene-reference {}: no such file", p.display())))?;
+                    if let Some(why) = r.misfit(&cfg) {
+                        return Err(UsageError(format!(
+                            "--scene-reference {} does not fit this config: {why}",
+                            p.display()
+                        ))
+                        .into());
+                    }
+                    Some(r.reference)
+                }
             };
             let args = analyze::AnalyzeArgs { input, events, motion_masks, start_time, scene_reference };
             let s = analyze::analyze(&cfg, &args)?;

@@ -126,7 +126,8 @@ impl Mqtt {
     /// blocks: while the link is down events wait in a backlog of at most `MAX_BACKLOG`; when it
     /// overflows the oldest go first, counted in `counters.dropped`.
     pub async fn publish_events(&self, mut rx: mpsc::Receiver<Event>) {
-        let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
+        // (alarm?, payload): on overflow motion goes first, alarms (tamper, signal) last
+        let mut backlog: VecDeque<(bool, Vec<u8>)> = VecDeque::new();
         let mut closed = false;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -134,7 +135,7 @@ impl Mqtt {
             tokio::select! {
                 m = rx.recv(), if !closed => match m {
                     Some(e) => match serde_json::to_vec(&e) {
-                        Ok(p) => backlog.push_back(p),
+                        Ok(p) => backlog.push_back((e.kind.is_alarm(), p)),
                         Err(err) => tracing::error!(seq = e.seq, error = %err, "cannot serialise an event"),
                     },
                     None => closed = true,
@@ -143,7 +144,10 @@ impl Mqtt {
                 _ = tick.tick() => {}
             }
             while backlog.len() > MAX_BACKLOG {
-                backlog.pop_front();
+                match backlog.iter().position(|(alarm, _)| !alarm) {
+                    Some(i) => backlog.remove(i),
+                    None => backlog.pop_front(),
+                };
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 if n == 0 || (n + 1).is_power_of_two() {
                     tracing::error!(
@@ -153,7 +157,7 @@ impl Mqtt {
                 }
             }
             if self.counters.connected.load(Ordering::SeqCst) {
-                while let Some(p) = backlog.front() {
+                while let Some((_, p)) = backlog.front() {
                     if self.client.try_publish(&self.topics.events, QoS::AtLeastOnce, false, p.clone()).is_err() {
                         break; // rumqttc's queue is full: retry on the next tick
                     }

@@ -50,9 +50,15 @@ struct Condition {
 /// The retained status. `since` is when this boot of the box started; `condition` is `degraded`
 /// while any alarm (tamper, signal lost) is open.
 fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> Vec<u8> {
+    let condition = match state {
+        // the last will is fixed when the box connects: it cannot know the alarms when it fires
+        "offline" => "unknown",
+        _ if c.alarms.is_empty() => "ok",
+        _ => "degraded",
+    };
     json!({
         "state": state,
-        "condition": if c.alarms.is_empty() { "ok" } else { "degraded" },
+        "condition": condition,
         "alarms": c.alarms,
         "commissioned": c.commissioned,
         "version": VERSION,
@@ -116,15 +122,33 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // The boot check (K5): the commissioned reference is loaded before the first frame, so a
     // camera turned or covered while the box was off is reported within `tamper.start_after`.
-    let stored = crate::scene::load_reference(&crate::scene::reference_path(state_dir))?;
-    match &stored {
-        Some(r) => {
-            tracing::info!(learned_at = %r.learned_at, samples = r.samples, digest = %r.digest, "scene reference loaded")
+    // A damaged or unfitting reference must not stop the box: it runs as if not commissioned,
+    // says so, and the status shows `commissioned: false`.
+    let stored = if cfg.tamper.enabled {
+        match crate::scene::load_reference(&crate::scene::reference_path(state_dir)) {
+            Ok(Some(r)) => match r.misfit(&cfg) {
+                None => {
+                    tracing::info!(learned_at = %r.learned_at, samples = r.samples, digest = %r.digest, "scene reference loaded");
+                    Some(r)
+                }
+                Some(why) => {
+                    tracing::error!("the scene reference cannot be used: {why}; run `vakt commission --force`");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                None
+            }
         }
-        None if cfg.tamper.enabled => tracing::warn!(
+    } else {
+        None
+    };
+    if stored.is_none() && cfg.tamper.enabled {
+        tracing::warn!(
             "the scene is not commissioned: too_blurry and scene_changed are off until `vakt commission` (too_dark and too_bright work)"
-        ),
-        None => {}
+        );
     }
     let condition = Arc::new(std::sync::Mutex::new(Condition { alarms: Vec::new(), commissioned: stored.is_some() }));
     let tamper = cfg.tamper.enabled.then(|| {
@@ -132,7 +156,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             Some(r) => crate::scene::ReferenceSource::Known(r.reference.clone()),
             None => crate::scene::ReferenceSource::Missing,
         };
-        crate::scene::TamperStage::new(&cfg.tamper, source)
+        crate::scene::TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
     });
 
     if let Some(addr) = cfg.mqtt.embedded_broker {
@@ -142,7 +166,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let (cfg, since, condition) = (cfg.clone(), since.clone(), condition.clone());
         move || status(&cfg, "online", boot, &since, &condition.lock().unwrap())
     };
-    let offline = status(&cfg, "offline", boot, &since, &Condition::default());
+    let offline = status(&cfg, "offline", boot, &since, &condition.lock().unwrap().clone());
     let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &cfg.box_.id, online, offline)?);
     tracing::info!(
         box_id = %cfg.box_.id, boot, broker = %cfg.mqtt.url, topics = %format!("{}/#", cfg.mqtt.prefix),
@@ -276,6 +300,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut last_progress = sample();
     let (mut last_frames, mut last_at) = (0u64, Instant::now());
     let mut outcome: Option<anyhow::Result<()>> = None;
+    let mut status_pending = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -296,7 +321,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     c.clone()
                 };
                 tracing::info!(alarms = ?c.alarms, "status {}", if c.alarms.is_empty() { "ok" } else { "degraded" });
-                mqtt.publish_status(status(&cfg, "online", boot, &since, &c));
+                // queued now, or retried at every health tick until it is
+                status_pending = !mqtt.publish_status(status(&cfg, "online", boot, &since, &c));
             }
             r = &mut done_rx => {
                 // a dropped sender means the analysis thread panicked: that is a failure
@@ -320,6 +346,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
                 });
                 mqtt.publish_health(h.to_string().into_bytes());
+                if status_pending {
+                    let c = condition.lock().unwrap().clone();
+                    status_pending = !mqtt.publish_status(status(&cfg, "online", boot, &since, &c));
+                }
             }
         }
     }
@@ -359,7 +389,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!(unacknowledged = left, "broker did not acknowledge every message before shutdown");
     }
-    let last = condition.lock().unwrap().clone();
+    // every alarm event was ended at shutdown (L5): the stopped status lists none
+    let last = Condition { alarms: Vec::new(), ..condition.lock().unwrap().clone() };
     if !mqtt.publish_status(status(&cfg, "stopped", boot, &since, &last)) {
         tracing::warn!("could not queue the `stopped` status; the broker keeps the last will (`offline`)");
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use vakt_core::config::TamperConfig;
+use vakt_core::config::{Config, TamperConfig};
 use vakt_core::tamper::{SceneMeasurement, TamperPolicy, TamperTransition};
 use vakt_vision::GrayFrame;
 use vakt_vision::tamper::{ReferenceBuilder, SceneMeter, SceneReference};
@@ -25,6 +25,10 @@ struct ReferenceFile {
     learned_at: String,
     /// Checks the reference was learned from.
     samples: u32,
+    /// `motion.width` the reference was learned at: sharpness depends on it.
+    analysis_width: u32,
+    /// sha256 of the privacy masks it was learned with: they shape structure and sharpness.
+    masks_digest: String,
     width: u32,
     height: u32,
     sharpness: f64,
@@ -38,15 +42,47 @@ pub struct StoredReference {
     pub reference: SceneReference,
     pub learned_at: String,
     pub samples: u32,
+    pub analysis_width: u32,
+    pub masks_digest: String,
     /// sha256 of the file's bytes.
     pub digest: String,
 }
 
-pub fn save_reference(path: &Path, r: &SceneReference, learned_at: &str, samples: u32) -> anyhow::Result<String> {
+/// Digest of the privacy masks (their points, in order): a reference is valid only with them.
+pub fn masks_digest(cfg: &Config) -> String {
+    let pts: Vec<&[[f64; 2]]> = cfg.privacy.masks.iter().map(|m| m.polygon.points()).collect();
+    hex::encode(Sha256::digest(serde_json::to_vec(&pts).unwrap_or_default()))
+}
+
+impl StoredReference {
+    /// Why this reference cannot be used with `cfg`, if it cannot.
+    pub fn misfit(&self, cfg: &Config) -> Option<String> {
+        if self.analysis_width != cfg.motion.width {
+            return Some(format!(
+                "it was learned at motion.width = {}, the config now says {}",
+                self.analysis_width, cfg.motion.width
+            ));
+        }
+        if self.masks_digest != masks_digest(cfg) {
+            return Some("the privacy masks changed since it was learned".into());
+        }
+        None
+    }
+}
+
+pub fn save_reference(
+    path: &Path,
+    r: &SceneReference,
+    learned_at: &str,
+    samples: u32,
+    cfg: &Config,
+) -> anyhow::Result<String> {
     let file = ReferenceFile {
         v: 1,
         learned_at: learned_at.to_string(),
         samples,
+        analysis_width: cfg.motion.width,
+        masks_digest: masks_digest(cfg),
         width: r.width,
         height: r.height,
         sharpness: r.sharpness,
@@ -67,8 +103,13 @@ pub fn load_reference(path: &Path) -> anyhow::Result<Option<StoredReference>> {
     let f: ReferenceFile = serde_json::from_slice(&bytes).with_context(|| {
         format!("the scene reference {} is damaged; commission again with `vakt commission --force`", path.display())
     })?;
+    let cells = (f.width as u64).checked_mul(f.height as u64);
     anyhow::ensure!(
-        f.v == 1 && f.structure.len() == (f.width * f.height) as usize && f.sharpness.is_finite(),
+        f.v == 1
+            && cells == Some(f.structure.len() as u64)
+            && f.sharpness.is_finite()
+            && f.sharpness > 0.0
+            && f.structure.iter().all(|v| v.is_finite()),
         "the scene reference {} is inconsistent; commission again with `vakt commission --force`",
         path.display()
     );
@@ -76,6 +117,8 @@ pub fn load_reference(path: &Path) -> anyhow::Result<Option<StoredReference>> {
         reference: SceneReference { width: f.width, height: f.height, structure: f.structure, sharpness: f.sharpness },
         learned_at: f.learned_at,
         samples: f.samples,
+        analysis_width: f.analysis_width,
+        masks_digest: f.masks_digest,
         digest: hex::encode(Sha256::digest(&bytes)),
     }))
 }
@@ -97,23 +140,27 @@ pub struct TamperStage {
     policy: TamperPolicy,
     reference: Option<SceneReference>,
     learning: Option<(ReferenceBuilder, f64)>,
+    /// The builder, kept once learning ended (sample count, dark and bright maxima).
+    learned_from: Option<ReferenceBuilder>,
     interval: f64,
     learn_for: f64,
     next_check: Option<f64>,
 }
 
 impl TamperStage {
-    pub fn new(cfg: &TamperConfig, source: ReferenceSource) -> Self {
+    /// `masks`: the privacy masks applied upstream (left out of every measurement).
+    pub fn new(cfg: &TamperConfig, masks: Vec<vakt_core::geometry::Polygon>, source: ReferenceSource) -> Self {
         let (reference, learning) = match source {
             ReferenceSource::Known(r) => (Some(r), None),
             ReferenceSource::LearnFromStart => (None, Some((ReferenceBuilder::default(), f64::NAN))),
             ReferenceSource::Missing => (None, None),
         };
         TamperStage {
-            meter: SceneMeter::new(),
+            meter: SceneMeter::new(masks),
             policy: TamperPolicy::new(cfg.thresholds),
             reference,
             learning,
+            learned_from: None,
             interval: cfg.check_interval.as_secs_f64(),
             learn_for: cfg.reference_time.as_secs_f64(),
             next_check: None,
@@ -135,7 +182,7 @@ impl TamperStage {
             builder.add(&sample);
             if t + 1e-9 >= *until {
                 self.reference = builder.build();
-                self.learning = None;
+                self.learned_from = self.learning.take().map(|(b, _)| b);
                 tracing::info!(at_media_s = t, "scene reference learned from the start of the input");
             }
         }
@@ -174,8 +221,8 @@ impl TamperStage {
         self.policy.active()
     }
 
-    /// The reference learned so far (for `vakt commission`).
-    pub fn learned(&self) -> Option<(&SceneReference, bool)> {
-        self.reference.as_ref().map(|r| (r, self.learning.is_none()))
+    /// The reference once learning has ended, with what it was learned from.
+    pub fn learned(&self) -> Option<(&SceneReference, &ReferenceBuilder)> {
+        self.reference.as_ref().zip(self.learned_from.as_ref())
     }
 }

@@ -22,15 +22,20 @@ fn scene(dx: i32, seed: u32) -> image::GrayImage {
 }
 
 /// Writes 25 fps frames: 0–4 s normal, 4–7 s covered, 7–10 s normal, 10–13 s defocused,
-/// 13–16 s normal, 16–21 s the camera turned (shifted view).
+/// 13–16 s normal, 16–19 s blinded, 19–22 s normal, 22–27 s the camera turned (shifted view).
 fn sabotaged_sequence(dir: &Path) {
-    for k in 0..525u32 {
+    for k in 0..675u32 {
         let t = k as f64 / 25.0;
         let img = if (4.0..7.0).contains(&t) {
             image::GrayImage::from_pixel(320, 240, image::Luma([6]))
         } else if (10.0..13.0).contains(&t) {
             image::imageops::blur(&scene(0, k), 5.0)
-        } else if t >= 16.0 {
+        } else if (16.0..19.0).contains(&t) {
+            // a flashlight: gain × 4 + 120
+            let mut img = scene(0, k);
+            img.pixels_mut().for_each(|p| p.0[0] = (p.0[0] as u32 * 4 + 120).min(255) as u8);
+            img
+        } else if t >= 22.0 {
             scene(45, k)
         } else {
             scene(0, k)
@@ -80,17 +85,17 @@ fn each_sabotage_raises_its_condition_and_clears_after_it() {
         .collect();
     let find = |kind: &str, phase: &str| tamper.iter().find(|(k, p, _)| k == kind && p == phase).map(|x| x.2);
     // (kind, onset, end of sabotage): start within onset + start_after + 1 s, end after it ended
-    for (kind, onset, until) in [("too_dark", 4.0, 7.0), ("too_blurry", 10.0, 13.0)] {
+    for (kind, onset, until) in [("too_dark", 4.0, 7.0), ("too_blurry", 10.0, 13.0), ("too_bright", 16.0, 19.0)] {
         let s = find(kind, "start").unwrap_or_else(|| panic!("no {kind} start: {tamper:?}"));
         assert!(s >= onset + 1.0 && s <= onset + 2.5, "{kind} started at {s}: {tamper:?}");
         let e = find(kind, "end").unwrap_or_else(|| panic!("no {kind} end: {tamper:?}"));
         assert!(e >= until && e <= until + 2.5, "{kind} ended at {e}: {tamper:?}");
     }
     let moved = find("scene_changed", "start").unwrap_or_else(|| panic!("no scene_changed: {tamper:?}"));
-    assert!((17.0..20.5).contains(&moved), "scene_changed at {moved}: {tamper:?}");
-    // nothing else: exactly these three conditions, each with one start
+    assert!((23.0..26.5).contains(&moved), "scene_changed at {moved}: {tamper:?}");
+    // nothing else: exactly these four conditions, each with one start
     let starts: Vec<&str> = tamper.iter().filter(|(_, p, _)| p == "start").map(|(k, _, _)| k.as_str()).collect();
-    assert_eq!(starts, vec!["too_dark", "too_blurry", "scene_changed"], "{tamper:?}");
+    assert_eq!(starts, vec!["too_dark", "too_blurry", "too_bright", "scene_changed"], "{tamper:?}");
     let schema = schema();
     for e in &ev {
         assert!(schema.is_valid(e), "{e}");
@@ -124,8 +129,22 @@ fn commissioning_is_audited_and_a_camera_turned_while_off_is_caught_at_boot() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{}", String::from_utf8_lossy(&again.stderr));
     let forced = run_vakt(&["--config", c, "commission", "--force"]);
     assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    // a damaged reference: refused without --force (nothing replaced), recovered with it
+    let reference = cfg.state_dir().join("scene-reference.json");
+    std::fs::write(&reference, b"{ not json").unwrap();
+    let damaged = run_vakt(&["--config", c, "commission"]);
+    assert_eq!(damaged.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&damaged.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&damaged.stderr)
+    );
+    assert_eq!(std::fs::read(&reference).unwrap(), b"{ not json");
+    let recovered = run_vakt(&["--config", c, "commission", "--force"]);
+    assert!(recovered.status.success(), "{}", String::from_utf8_lossy(&recovered.stderr));
     let audit = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
-    assert_eq!(audit.matches("tamper.reference.learned").count(), 2, "{audit}");
+    assert_eq!(audit.matches("tamper.reference.learned").count(), 3, "{audit}");
+    assert!(audit.contains("\"replaced\":\"damaged\""), "{audit}");
     assert!(run_vakt(&["--config", c, "audit", "verify"]).status.success());
 
     // the camera was turned while the box was off: the box comes up on another view

@@ -6,6 +6,8 @@ use opencv::core::{self, Mat, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 
+use vakt_core::geometry::{Polygon, Raster};
+
 use crate::motion::{GrayFrame, VisionError};
 
 /// Width of the low-resolution scene average used for structure (S4).
@@ -17,7 +19,8 @@ pub const AVERAGE_TAU_S: f64 = 2.0;
 pub const DARK_LEVEL: u8 = 28;
 pub const BRIGHT_LEVEL: u8 = 245;
 
-/// What the scene looked like when the installer commissioned the box.
+/// What the scene looked like when the installer commissioned the box. Valid only for the
+/// analysis width and privacy masks it was learned with (the caller records and checks them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SceneReference {
     pub width: u32,
@@ -65,30 +68,85 @@ pub fn zncc(a: &[f32], b: &[f32]) -> f64 {
     if saa <= 1e-12 || sbb <= 1e-12 { 0.0 } else { sab / (saa * sbb).sqrt() }
 }
 
-/// Keeps the slow scene average and takes samples.
+/// Keeps the slow scene average and takes samples. Pixels under a privacy mask are filled with a
+/// constant before analysis: they are neither dark nor structure, so they are left out of every
+/// measurement (S0), with a margin at the structure resolution for the mask's own edges.
 pub struct SceneMeter {
     avg: Mat,
     small: Mat,
     smallf: Mat,
     last_t: Option<f64>,
     tmp: Mat,
+    masks: Vec<Polygon>,
+    /// 255 where a pixel of the analysis frame counts; the same eroded for sharpness.
+    valid: Option<(u32, u32, Mat, Mat)>,
+    /// 1.0 where a structure cell counts, at the structure size.
+    structure_weight: Option<(u32, u32, Vec<f32>)>,
 }
 
 impl Default for SceneMeter {
     fn default() -> Self {
-        Self::new()
+        Self::new(Vec::new())
     }
 }
 
 impl SceneMeter {
-    pub fn new() -> Self {
+    /// `masks`: the privacy masks applied upstream.
+    pub fn new(masks: Vec<Polygon>) -> Self {
         SceneMeter {
             avg: Mat::default(),
             small: Mat::default(),
             smallf: Mat::default(),
             last_t: None,
             tmp: Mat::default(),
+            masks,
+            valid: None,
+            structure_weight: None,
         }
+    }
+
+    /// (valid, valid eroded by 2 px): the masks' own hard edges must not count as sharpness.
+    fn valid_masks(&mut self, w: u32, h: u32) -> Result<(Mat, Mat), VisionError> {
+        if !matches!(&self.valid, Some((vw, vh, _, _)) if (*vw, *vh) == (w, h)) {
+            let mut m = Raster::conservative(&self.masks, w, h).to_mask();
+            m.iter_mut().for_each(|v| *v = 255 - *v);
+            let valid = Mat::from_slice(&m)?.reshape(1, h as i32)?.try_clone()?;
+            let k = imgproc::get_structuring_element(imgproc::MORPH_RECT, Size::new(5, 5), core::Point::new(-1, -1))?;
+            let mut inner = Mat::default();
+            imgproc::erode(
+                &valid,
+                &mut inner,
+                &k,
+                core::Point::new(-1, -1),
+                1,
+                core::BORDER_CONSTANT,
+                core::Scalar::all(255.0),
+            )?;
+            self.valid = Some((w, h, valid, inner));
+        }
+        let (_, _, v, i) = self.valid.as_ref().expect("set above");
+        Ok((v.try_clone()?, i.try_clone()?))
+    }
+
+    fn structure_weights(&mut self, w: u32, h: u32) -> &[f32] {
+        if !matches!(&self.structure_weight, Some((sw, sh, _)) if (*sw, *sh) == (w, h)) {
+            // masked cells and a 3-cell margin around them (the reach of the blur and Sobel)
+            let r = Raster::conservative(&self.masks, w, h);
+            let mut wts = vec![1.0f32; (w * h) as usize];
+            for y in 0..h as i64 {
+                for x in 0..w as i64 {
+                    if r.contains(x as u32, y as u32) {
+                        for yy in (y - 3).max(0)..(y + 4).min(h as i64) {
+                            for xx in (x - 3).max(0)..(x + 4).min(w as i64) {
+                                wts[(yy * w as i64 + xx) as usize] = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+            self.structure_weight = Some((w, h, wts));
+        }
+        &self.structure_weight.as_ref().expect("set above").2
     }
 
     fn mat<'a>(frame: &GrayFrame<'a>) -> Result<opencv::boxed_ref::BoxedRef<'a, Mat>, VisionError> {
@@ -126,17 +184,26 @@ impl SceneMeter {
 
     /// Measures `frame` (S1–S4). Call `update` with the same frame first.
     pub fn sample(&mut self, frame: GrayFrame<'_>) -> Result<SceneSample, VisionError> {
-        let n = frame.data.len().max(1) as f64;
-        let dark = frame.data.iter().filter(|&&v| v <= DARK_LEVEL).count() as f64 / n;
-        let bright = frame.data.iter().filter(|&&v| v >= BRIGHT_LEVEL).count() as f64 / n;
+        let (valid, inner) = self.valid_masks(frame.width, frame.height)?;
+        let (mut n, mut dark, mut bright) = (0usize, 0usize, 0usize);
+        for (&v, &ok) in frame.data.iter().zip(valid.data_bytes()?) {
+            if ok != 0 {
+                n += 1;
+                dark += usize::from(v <= DARK_LEVEL);
+                bright += usize::from(v >= BRIGHT_LEVEL);
+            }
+        }
+        let n = n.max(1) as f64;
+        let (dark, bright) = (dark as f64 / n, bright as f64 / n);
 
-        // S3: sharpness = var(Laplacian) / var(image): focus, independent of gain and exposure.
+        // S3: sharpness = var(Laplacian) / var(image) over the unmasked pixels: focus,
+        // independent of gain and exposure.
         let src = Self::mat(&frame)?;
         imgproc::laplacian(&src, &mut self.tmp, core::CV_32F, 3, 1.0, 0.0, core::BORDER_REPLICATE)?;
         let (mut m, mut sd) = (Mat::default(), Mat::default());
-        core::mean_std_dev(&self.tmp, &mut m, &mut sd, &core::no_array())?;
+        core::mean_std_dev(&self.tmp, &mut m, &mut sd, &inner)?;
         let lap_var = sd.at::<f64>(0)?.powi(2);
-        core::mean_std_dev(&src, &mut m, &mut sd, &core::no_array())?;
+        core::mean_std_dev(&src, &mut m, &mut sd, &inner)?;
         let img_var = sd.at::<f64>(0)?.powi(2);
         let sharpness = if img_var > 1.0 { lap_var / img_var } else { 0.0 };
 
@@ -157,7 +224,8 @@ impl SceneMeter {
         imgproc::sobel(&blurred, &mut gy, core::CV_32F, 0, 1, 3, 1.0, 0.0, core::BORDER_REPLICATE)?;
         core::magnitude(&gx, &gy, &mut mag)?;
         let size = (mag.cols() as u32, mag.rows() as u32);
-        let data: Vec<f32> = mag.data_typed::<f32>()?.to_vec();
+        let weights = self.structure_weights(size.0, size.1).to_vec();
+        let data: Vec<f32> = mag.data_typed::<f32>()?.iter().zip(&weights).map(|(v, w)| v * w).collect();
         Ok((data, size))
     }
 }
@@ -169,6 +237,9 @@ pub struct ReferenceBuilder {
     size: (u32, u32),
     sharpness: Vec<f64>,
     samples: u32,
+    /// Largest dark and saturated shares seen while learning.
+    pub max_dark: f64,
+    pub max_bright: f64,
 }
 
 impl ReferenceBuilder {
@@ -187,6 +258,8 @@ impl ReferenceBuilder {
         }
         self.sharpness.push(s.sharpness);
         self.samples += 1;
+        self.max_dark = self.max_dark.max(s.dark_fraction);
+        self.max_bright = self.max_bright.max(s.bright_fraction);
     }
 
     pub fn samples(&self) -> u32 {
@@ -236,7 +309,7 @@ mod tests {
     }
 
     fn learn(frames: &[Vec<u8>], w: u32, h: u32) -> (SceneMeter, SceneReference) {
-        let mut m = SceneMeter::new();
+        let mut m = SceneMeter::default();
         let mut b = ReferenceBuilder::default();
         for (i, f) in frames.iter().enumerate() {
             let g = GrayFrame { width: w, height: h, data: f };
@@ -279,6 +352,36 @@ mod tests {
         let moved = settle(&mut m, &scene(w, h, 37), w, h, 90.0);
         let (_, sim) = moved.compare(&r);
         assert!(sim < 0.45, "moved: similarity {sim}");
+    }
+
+    #[test]
+    fn masked_pixels_are_neither_dark_nor_structure() {
+        let (w, h) = (320u32, 240u32);
+        // 70 % of the frame under a privacy mask, filled as the mask stage does
+        let mask = Polygon::new(vec![[0.0, 0.0], [0.7, 0.0], [0.7, 1.0], [0.0, 1.0]]).unwrap();
+        let fill = |f: &mut Vec<u8>| {
+            for y in 0..h {
+                for x in 0..(w * 7 / 10) {
+                    f[(y * w + x) as usize] = 16;
+                }
+            }
+        };
+        let mut base = scene(w, h, 0);
+        fill(&mut base);
+        let mut m = SceneMeter::new(vec![mask.clone()]);
+        let g = GrayFrame { width: w, height: h, data: &base };
+        m.update(g, 0.0).unwrap();
+        let s = m.sample(g).unwrap();
+        assert!(s.dark_fraction < 0.1, "the mask counted as dark: {}", s.dark_fraction);
+        // a flat grey picture behind the same mask has no structure left, and no sharpness
+        let mut flat = vec![128u8; (w * h) as usize];
+        fill(&mut flat);
+        let mut m = SceneMeter::new(vec![mask]);
+        let g = GrayFrame { width: w, height: h, data: &flat };
+        m.update(g, 0.0).unwrap();
+        let s = m.sample(g).unwrap();
+        assert!(s.structure.iter().all(|&v| v < 1.0), "the mask's edge counted as structure");
+        assert_eq!(s.sharpness, 0.0);
     }
 
     #[test]
