@@ -848,6 +848,11 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
             (format!("{GOOD}\n[motion]\nwidth = 7"), "`motion.width` = 7", "even"),
             (format!("{GOOD}\n[mqtt2]\n"), "unknown field `mqtt2`", ""),
             (
+                format!("{GOOD}\n[tamper]\ncheck_interval = \"5s\"\nstart_after = \"3s\"\n"),
+                "`tamper.check_interval` = \"5s\"",
+                "must not exceed",
+            ),
+            (
                 GOOD.replace("[mqtt]", "[mqtt]\nembedded_broker = \"0.0.0.0:1883\""),
                 "`mqtt.embedded_broker`",
                 "loopback",

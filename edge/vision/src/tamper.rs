@@ -130,14 +130,16 @@ impl SceneMeter {
 
     fn structure_weights(&mut self, w: u32, h: u32) -> &[f32] {
         if !matches!(&self.structure_weight, Some((sw, sh, _)) if (*sw, *sh) == (w, h)) {
-            // masked cells and a 3-cell margin around them (the reach of the blur and Sobel)
+            // masked cells and a margin around them: the downscale (1 cell), the blur (σ 1.5:
+            // 5 cells) and Sobel (1 cell) carry the mask's edge this far
+            const MARGIN: i64 = 8;
             let r = Raster::conservative(&self.masks, w, h);
             let mut wts = vec![1.0f32; (w * h) as usize];
             for y in 0..h as i64 {
                 for x in 0..w as i64 {
                     if r.contains(x as u32, y as u32) {
-                        for yy in (y - 3).max(0)..(y + 4).min(h as i64) {
-                            for xx in (x - 3).max(0)..(x + 4).min(w as i64) {
+                        for yy in (y - MARGIN).max(0)..(y + MARGIN + 1).min(h as i64) {
+                            for xx in (x - MARGIN).max(0)..(x + MARGIN + 1).min(w as i64) {
                                 wts[(yy * w as i64 + xx) as usize] = 0.0;
                             }
                         }
