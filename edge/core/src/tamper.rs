@@ -71,6 +71,19 @@ fn past_leave(value: f64, leave: f64, above: bool) -> bool {
     if above { value < leave } else { value > leave }
 }
 
+/// A condition judged against the reference (blur, scene; low values are the condition): stepped
+/// when the picture can be judged, frozen while it is covered, reset without a reference (K3, K4).
+fn judge(h: &mut Hysteresis, value: Option<f64>, thresholds: (f64, f64), covered: bool) -> bool {
+    match value {
+        Some(v) if !covered => h.step(v, thresholds, false),
+        Some(_) => h.raised,
+        None => {
+            *h = Hysteresis::default();
+            false
+        }
+    }
+}
+
 /// The video-based tamper conditions, in precedence order.
 pub const VIDEO_CONDITIONS: [EventKind; 4] =
     [EventKind::TooDark, EventKind::TooBright, EventKind::TooBlurry, EventKind::SceneChanged];
@@ -116,22 +129,8 @@ impl TamperPolicy {
         let covered = dark || bright;
         // While it is covered or saturated, blur and scene keep the state they had (frozen, not
         // reset): a flash must neither end a turned-camera alarm nor raise a new one.
-        let blurry = match m.sharpness_ratio {
-            Some(r) if !covered => self.raw[2].step(r, self.th.blur(), false),
-            Some(_) => self.raw[2].raised,
-            None => {
-                self.raw[2] = Hysteresis::default();
-                false
-            }
-        };
-        let moved = match m.similarity {
-            Some(s) if !covered => self.raw[3].step(s, self.th.scene(), false),
-            Some(_) => self.raw[3].raised,
-            None => {
-                self.raw[3] = Hysteresis::default();
-                false
-            }
-        };
+        let blurry = judge(&mut self.raw[2], m.sharpness_ratio, self.th.blur(), covered);
+        let moved = judge(&mut self.raw[3], m.similarity, self.th.scene(), covered);
         let values =
             [m.dark_fraction, m.bright_fraction, m.sharpness_ratio.unwrap_or(1.0), m.similarity.unwrap_or(1.0)];
         let mut out = Vec::new();
