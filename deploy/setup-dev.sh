@@ -10,7 +10,7 @@ pkgs=(
   pkg-config clang libclang-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-libav gstreamer1.0-tools
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   libopencv-dev
   mosquitto mosquitto-clients
   ca-certificates

@@ -65,8 +65,23 @@ struct RawConfig {
     events: Option<RawEvents>,
     privacy: Option<RawPrivacy>,
     tamper: Option<RawTamper>,
+    hardware: Option<RawHardware>,
+    models: Option<RawModels>,
     #[serde(default)]
     zones: Vec<RawNamedPolygon>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHardware {
+    profile: Option<String>,
+    profile_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -120,6 +135,7 @@ struct RawMqtt {
     health_interval: Option<String>,
     keep_alive: Option<String>,
     embedded_broker: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +195,8 @@ pub struct Config {
     pub events: EventsConfig,
     pub privacy: PrivacyConfig,
     pub tamper: TamperConfig,
+    pub hardware: HardwareConfig,
+    pub models: ModelsConfig,
     pub zones: Vec<NamedPolygon>,
     /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
     pub digest: String,
@@ -218,6 +236,22 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Loopback address of the embedded development broker, when enabled.
     pub embedded_broker: Option<SocketAddr>,
+    /// PEM file with the CA(s) that sign the broker's certificate; the system's CAs when unset.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The board this box runs on (`[hardware]`, `hardware/README.md`).
+#[derive(Debug, Clone)]
+pub struct HardwareConfig {
+    pub profile: crate::hardware::Profile,
+    /// Where the profile came from: a built-in name, or the custom file.
+    pub origin: String,
+}
+
+/// Where the detection models are installed (`[models]`).
+#[derive(Debug, Clone)]
+pub struct ModelsConfig {
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +334,7 @@ pub struct NamedPolygon {
 /// The default time constants, in one place so docs and code agree.
 pub mod defaults {
     pub const STATE_DIR: &str = "/var/lib/vakt";
+    pub const MODELS_DIR: &str = "/usr/share/vakt/models";
     pub const CAMERA: &str = "cam0";
     pub const RECONNECT_MAX: &str = "30s";
     pub const STALL_TIMEOUT: &str = "5s";
@@ -546,7 +581,17 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             Duration::from_secs(600),
         )?,
         embedded_broker,
+        ca_file: rm.ca_file.map(|p| resolve(base, p)),
     };
+    if let Some(ca) = &mqtt.ca_file
+        && mqtt.scheme == MqttScheme::Plain
+    {
+        return Err(err(
+            "mqtt.ca_file",
+            format!("{:?}", ca.display().to_string()),
+            "only used with mqtts://; remove it or change mqtt.url to mqtts://",
+        ));
+    }
 
     let rst = required(raw.storage, "storage", "the [storage] table with `record = true` or `record = false`")?;
     let record = rst.record.ok_or_else(|| {
@@ -634,6 +679,11 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
     }
     let zones = polygons(raw.zones, "zones")?;
 
+    let hardware = hardware(raw.hardware, base)?;
+    let models = ModelsConfig {
+        dir: resolve(base, raw.models.and_then(|m| m.dir).unwrap_or_else(|| PathBuf::from(defaults::MODELS_DIR))),
+    };
+
     let rt = raw.tamper.unwrap_or_default();
     let tamper = TamperConfig {
         enabled: rt.enabled.unwrap_or(true),
@@ -685,7 +735,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         )?,
         housing: match rt.housing {
             None => None,
-            Some(h) => Some(housing(h)?),
+            Some(h) => Some(housing(h, hardware.profile.housing_switch.as_ref())?),
         },
     };
 
@@ -698,11 +748,56 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         ));
     }
 
-    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, zones, digest })
+    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, hardware, models, zones, digest })
 }
 
-fn housing(h: RawHousing) -> Result<HousingConfig, ConfigError> {
-    let chip = required(h.chip, "tamper.housing.chip", "the GPIO character device, e.g. \"/dev/gpiochip0\"")?;
+fn hardware(raw: Option<RawHardware>, base: &Path) -> Result<HardwareConfig, ConfigError> {
+    let raw = raw.unwrap_or(RawHardware { profile: None, profile_file: None });
+    match (raw.profile, raw.profile_file) {
+        (Some(_), Some(f)) => Err(err(
+            "hardware.profile_file",
+            format!("{:?}", f.display().to_string()),
+            "give either `profile` (a built-in board) or `profile_file` (a custom board), not both",
+        )),
+        (None, Some(f)) => {
+            let path = resolve(base, f);
+            let shown = format!("{:?}", path.display().to_string());
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err("hardware.profile_file", &shown, format!("cannot read the board profile ({e})")))?;
+            let profile = crate::hardware::parse(&text).map_err(|e| {
+                err("hardware.profile_file", &shown, format!("not a valid board profile (hardware/README.md): {e}"))
+            })?;
+            Ok(HardwareConfig { profile, origin: path.display().to_string() })
+        }
+        (p, None) => {
+            let name = p.unwrap_or_else(|| crate::hardware::DEFAULT.to_string());
+            let profile = crate::hardware::builtin(&name).ok_or_else(|| {
+                err(
+                    "hardware.profile",
+                    format!("{name:?}"),
+                    format!(
+                        "one of {}, or a custom board with `profile_file`",
+                        crate::hardware::names().iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            Ok(HardwareConfig { profile, origin: name })
+        }
+    }
+}
+
+fn housing(h: RawHousing, board: Option<&crate::hardware::HousingSwitch>) -> Result<HousingConfig, ConfigError> {
+    let chip = match (h.chip, board) {
+        (Some(c), _) => c,
+        (None, Some(b)) => b.chip.clone(),
+        (None, None) => {
+            return Err(err(
+                "tamper.housing.chip",
+                "",
+                "missing, and the board profile names no housing switch; the GPIO character device, e.g. \"/dev/gpiochip0\"",
+            ));
+        }
+    };
     if !chip.to_string_lossy().starts_with("/dev/gpiochip") {
         return Err(err(
             "tamper.housing.chip",
@@ -710,7 +805,11 @@ fn housing(h: RawHousing) -> Result<HousingConfig, ConfigError> {
             "a GPIO character device such as \"/dev/gpiochip0\"",
         ));
     }
-    let line = required(h.line, "tamper.housing.line", "the line offset on the chip, e.g. 17")?;
+    let line = match (h.line, board) {
+        (Some(l), _) => l,
+        (None, Some(b)) => b.line,
+        (None, None) => required(h.line, "tamper.housing.line", "the line offset on the chip, e.g. 17")?,
+    };
     let open_when_high = match h.open_when.as_deref().unwrap_or("high") {
         "high" => true,
         "low" => false,
@@ -887,6 +986,49 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
         let e = parse_err(&format!("{GOOD}\n[tamper.housing]\nchip = \"/tmp/x\"\nline = 3\n"));
         assert!(e.contains("tamper.housing.chip"), "{e}");
         assert!(parse_ok(GOOD).tamper.housing.is_none());
+    }
+
+    #[test]
+    fn board_profiles() {
+        assert_eq!(parse_ok(GOOD).hardware.profile.name, "generic");
+        let c = parse_ok(&format!("{GOOD}\n[hardware]\nprofile = \"raspberry-pi-5\"\n"));
+        assert!(!c.hardware.profile.gstreamer.encoder_hardware);
+        // the board's housing switch fills in chip and line
+        let c = parse_ok(&format!(
+            "{GOOD}\n[hardware]\nprofile = \"raspberry-pi-5\"\n[tamper.housing]\nopen_when = \"low\"\n"
+        ));
+        let h = c.tamper.housing.unwrap();
+        assert_eq!((h.chip.as_path(), h.line), (Path::new("/dev/gpiochip0"), 17));
+        let e = parse_err(&format!("{GOOD}\n[tamper.housing]\nopen_when = \"low\"\n"));
+        assert!(e.contains("`tamper.housing.chip`") && e.contains("board profile names no housing switch"), "{e}");
+        let e = parse_err(&format!("{GOOD}\n[hardware]\nprofile = \"pi5\"\n"));
+        assert!(e.contains("`hardware.profile` = \"pi5\"") && e.contains("\"raspberry-pi-5\""), "{e}");
+        let e = parse_err(&format!("{GOOD}\n[hardware]\nprofile = \"generic\"\nprofile_file = \"b.toml\"\n"));
+        assert!(e.contains("not both"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.toml"), "name = \"b\"\n").unwrap();
+        let e = parse(&format!("{GOOD}\n[hardware]\nprofile_file = \"b.toml\"\n"), dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("`hardware.profile_file`")
+                && e.contains("not a valid board profile")
+                && e.contains("missing field"),
+            "{e}"
+        );
+        let e = parse_err(&format!("{GOOD}\n[hardware]\nprofile_file = \"/nonexistent/b.toml\"\n"));
+        assert!(e.contains("cannot read the board profile"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_ca_file_needs_tls() {
+        let e = parse_err(&GOOD.replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\""));
+        assert!(e.contains("`mqtt.ca_file`") && e.contains("mqtts://"), "{e}");
+        let c = parse_ok(
+            &GOOD
+                .replace("mqtt://127.0.0.1:1883", "mqtts://broker:8883")
+                .replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\""),
+        );
+        assert_eq!(c.mqtt.ca_file.unwrap(), Path::new("/etc/vakt/ca.pem"));
+        assert_eq!(parse_ok(GOOD).models.dir, Path::new("/usr/share/vakt/models"));
     }
 
     #[test]

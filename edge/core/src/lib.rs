@@ -6,6 +6,8 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod geometry;
+pub mod hardware;
 pub mod lifecycle;
+pub mod models;
 pub mod source;
 pub mod tamper;

@@ -14,6 +14,11 @@ pub enum SourceSpec {
     ImageSequence { pattern: PathBuf, start_index: u32 },
     /// A V4L2 device (`v4l2:///dev/video0`), including libcamera's V4L2 compatibility devices.
     V4l2 { device: PathBuf },
+    /// The board's camera, captured by the element its board profile names (`libcamerasrc` on a
+    /// Raspberry Pi 5, `nvarguscamerasrc` on a Jetson, `v4l2src` elsewhere): `camera://` for the
+    /// default camera, `camera://NAME` for a libcamera camera name or Argus sensor id, or
+    /// `camera:///dev/videoN` for a V4L2 device.
+    Camera { name: String },
     /// GStreamer's built-in test pattern: `test://PATTERN?width=W&height=H&fps=F`.
     TestPattern { pattern: String, width: u32, height: u32, fps: u32 },
 }
@@ -23,7 +28,7 @@ const PATTERNS: &[&str] = &["ball", "smpte", "snow", "black", "white", "gradient
 impl SourceSpec {
     /// Parses a source URI; relative paths resolve against `base`. The error says what is accepted.
     pub fn parse(uri: &str, base: &Path) -> Result<SourceSpec, String> {
-        let accepted = "accepted: rtsp://host/path, file:///path/clip.mp4, a plain path, dir/in%06d.jpg, v4l2:///dev/videoN, test://ball";
+        let accepted = "accepted: rtsp://host/path, file:///path/clip.mp4, a plain path, dir/in%06d.jpg, v4l2:///dev/videoN, camera://, test://ball";
         if uri.starts_with("rtsp://") || uri.starts_with("rtsps://") {
             return Ok(SourceSpec::Rtsp { url: uri.to_string() });
         }
@@ -32,6 +37,13 @@ impl SourceSpec {
                 return Err(format!("a V4L2 source names a device such as v4l2:///dev/video0; {accepted}"));
             }
             return Ok(SourceSpec::V4l2 { device: PathBuf::from(dev) });
+        }
+        if let Some(name) = uri.strip_prefix("camera://") {
+            let ok = name.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+            if !ok {
+                return Err(format!("a camera name has no spaces or quotes; {accepted}"));
+            }
+            return Ok(SourceSpec::Camera { name: name.to_string() });
         }
         if let Some(rest) = uri.strip_prefix("test://") {
             return parse_test(rest).map_err(|e| format!("{e}; {accepted}"));
@@ -136,7 +148,14 @@ mod tests {
             SourceSpec::parse("test://snow?width=320&height=240&fps=25", b).unwrap(),
             SourceSpec::TestPattern { pattern: "snow".into(), width: 320, height: 240, fps: 25 }
         );
-        for bad in ["gopher://x", "file://relative", "v4l2://eth0", "test://plaid", "test://ball?width=7", ""] {
+        assert_eq!(SourceSpec::parse("camera://", b).unwrap(), SourceSpec::Camera { name: String::new() });
+        assert_eq!(
+            SourceSpec::parse("camera:///dev/video1", b).unwrap(),
+            SourceSpec::Camera { name: "/dev/video1".into() }
+        );
+        for bad in
+            ["gopher://x", "file://relative", "v4l2://eth0", "test://plaid", "test://ball?width=7", "", "camera://a b"]
+        {
             let e = SourceSpec::parse(bad, b).unwrap_err();
             assert!(e.contains("accepted"), "{bad}: {e}");
         }

@@ -54,6 +54,8 @@ pub struct CaptureConfig {
     pub stall_timeout: Duration,
     /// Capacity of the frame channel.
     pub queue: usize,
+    /// The element that captures `camera://` sources (from the board profile).
+    pub camera_element: String,
 }
 
 /// Messages from capture, in order.
@@ -352,6 +354,7 @@ fn describe(s: &SourceSpec) -> String {
         SourceSpec::ImageSequence { pattern, .. } => pattern.display().to_string(),
         SourceSpec::Rtsp { url } => url.clone(),
         SourceSpec::V4l2 { device } => device.display().to_string(),
+        SourceSpec::Camera { name } => format!("camera://{name}"),
         SourceSpec::TestPattern { pattern, .. } => format!("test://{pattern}"),
     }
 }
@@ -472,12 +475,17 @@ pub fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
         .map_err(|e| format!("cannot link the analysis branch: {e:?}"))?;
 
     let decoded_sink = convert.static_pad("sink").ok_or("videoconvert has no sink pad")?;
-    add_source(&pipeline, &cfg.source, decoded_sink)?;
+    add_source(&pipeline, &cfg.source, &cfg.camera_element, decoded_sink)?;
     Ok(Built { pipeline, appsink })
 }
 
 /// Adds the source part and links its decoded video to `decoded_sink`. Decoding happens once.
-fn add_source(pipeline: &gst::Pipeline, spec: &SourceSpec, decoded_sink: gst::Pad) -> Result<(), String> {
+fn add_source(
+    pipeline: &gst::Pipeline,
+    spec: &SourceSpec,
+    camera_element: &str,
+    decoded_sink: gst::Pad,
+) -> Result<(), String> {
     let decodebin = |name: &str| -> Result<gst::Element, String> {
         let d = make("decodebin", name)?;
         link_video_pads(&d, decoded_sink.clone());
@@ -524,6 +532,17 @@ fn add_source(pipeline: &gst::Pipeline, spec: &SourceSpec, decoded_sink: gst::Pa
             pipeline.add_many([&src, &dec]).map_err(|e| e.to_string())?;
             src.link(&dec).map_err(|e| e.to_string())?;
         }
+        SourceSpec::Camera { name } => {
+            let src = gst::ElementFactory::make(camera_element).name("source").build().map_err(|_| {
+                format!(
+                    "the board's camera element {camera_element:?} is missing; install the packages the board profile lists (gstreamer.camera_packages)"
+                )
+            })?;
+            set_camera_name(&src, name)?;
+            let dec = decodebin("decoder")?;
+            pipeline.add_many([&src, &dec]).map_err(|e| e.to_string())?;
+            src.link(&dec).map_err(|e| e.to_string())?;
+        }
         SourceSpec::Rtsp { url } => {
             let dec = make("uridecodebin", "decoder")?;
             dec.set_property("uri", url);
@@ -536,6 +555,26 @@ fn add_source(pipeline: &gst::Pipeline, spec: &SourceSpec, decoded_sink: gst::Pa
             link_video_pads(&dec, decoded_sink.clone());
             pipeline.add(&dec).map_err(|e| e.to_string())?;
         }
+    }
+    Ok(())
+}
+
+/// Points a camera element at the camera `name` names: a V4L2 device, a libcamera camera name or
+/// an Argus sensor id, whichever property the element has. An empty name keeps its default camera.
+fn set_camera_name(src: &gst::Element, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let element = src.factory().map(|f| f.name().to_string()).unwrap_or_default();
+    if name.starts_with("/dev/") && src.find_property("device").is_some() {
+        src.set_property("device", name);
+    } else if src.find_property("camera-name").is_some() {
+        src.set_property("camera-name", name);
+    } else if src.find_property("sensor-id").is_some() {
+        let id: i32 = name.parse().map_err(|_| format!("camera://{name}: {element} takes a sensor id (0, 1, ...)"))?;
+        src.set_property("sensor-id", id);
+    } else {
+        return Err(format!("camera://{name}: the camera element {element} takes no camera name; use camera://"));
     }
     Ok(())
 }

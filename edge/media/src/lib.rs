@@ -2,6 +2,7 @@
 //! graph check, and the privacy-level frame types every consumer of pictures must use.
 
 pub mod capture;
+pub mod elements;
 pub mod graph;
 pub mod mask;
 pub mod privacy;

@@ -45,6 +45,7 @@ fn every_path_from_the_decoder_passes_the_mask() {
         loop_stored: false,
         stall_timeout: std::time::Duration::from_secs(5),
         queue: 2,
+        camera_element: "v4l2src".into(),
     };
     let built = build_pipeline(&cfg).unwrap();
     // decodebin builds its insides (demuxer, decoder) only once data flows

@@ -72,6 +72,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
         loop_stored: false,
         stall_timeout: cfg.source.stall_timeout,
         queue: 8,
+        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
     })
     .map_err(anyhow::Error::msg)?;
 

@@ -46,6 +46,7 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
         loop_stored: cfg.source.loop_files,
         stall_timeout: cfg.source.stall_timeout,
         queue: 4,
+        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
     })
     .map_err(anyhow::Error::msg)?;
     let mut stage = TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), ReferenceSource::LearnFromStart);

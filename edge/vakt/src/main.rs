@@ -5,6 +5,7 @@ mod analysis;
 mod analyze;
 mod broker;
 mod commission;
+mod doctor;
 mod housing;
 mod mqtt;
 mod notify;
@@ -74,6 +75,19 @@ enum Command {
     },
     /// Validate the configuration file and print a summary.
     CheckConfig,
+    /// Check this box in the field: camera, broker (TLS), clock, disk, models, key provider, board
+    /// elements. Each failing check says what is wrong and what to do; exit 1 if any failed.
+    Doctor {
+        /// Seconds the camera may take to deliver its first frame.
+        #[arg(long, default_value_t = 15)]
+        camera_timeout: u64,
+        /// Seconds the broker may take to accept the connection.
+        #[arg(long, default_value_t = 10)]
+        broker_timeout: u64,
+        /// Fault injection for tests: report the clock as unsynchronised.
+        #[arg(long, hide = true)]
+        fault_clock_unsynced: bool,
+    },
     /// Create this box's identity: Ed25519 signing key, TLS key and certificate request.
     Provision {
         /// Replace an existing identity (the old keys stop working).
@@ -92,6 +106,11 @@ enum AuditCommand {
     /// Check the whole hash chain of the audit log.
     Verify,
 }
+
+/// `vakt doctor` found problems; it has printed them.
+#[derive(Debug, thiserror::Error)]
+#[error("some checks failed (see above)")]
+struct DoctorFailed;
 
 /// Errors that are the operator's input, not the box's failure: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +210,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  digest {}", cfg.digest);
             Ok(())
+        }
+        Command::Doctor { camera_timeout, broker_timeout, fault_clock_unsynced } => {
+            let cfg = load_config(&cli.config)?;
+            println!("vakt doctor {} — config {}", env!("CARGO_PKG_VERSION"), cli.config.display());
+            let opts = doctor::DoctorOptions {
+                camera_timeout: std::time::Duration::from_secs(camera_timeout.max(1)),
+                broker_timeout: std::time::Duration::from_secs(broker_timeout.max(1)),
+                fault_clock_unsynced,
+            };
+            let checks = doctor::run(&cfg, &opts);
+            if doctor::print(&checks) { Ok(()) } else { Err(DoctorFailed.into()) }
         }
         Command::Provision { force } => {
             let cfg = load_config(&cli.config)?;

@@ -102,12 +102,9 @@ impl Mqtt {
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_last_will(LastWill::new(&topics.status, offline, QoS::AtLeastOnce, true));
         if cfg.scheme == MqttScheme::Tls {
-            // Server authentication against the system's CAs; mutual TLS with the box certificate
-            // comes with the delivery issue.
-            let ca = std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
-                anyhow::anyhow!("mqtt.url is mqtts:// but the CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); install ca-certificates")
-            })?;
-            opts.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+            // Server authentication against `mqtt.ca_file` or the system's CAs; mutual TLS with
+            // the box certificate comes with the delivery issue.
+            opts.set_transport(Transport::Tls(tls_configuration(cfg)?));
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let counters = Arc::new(LinkCounters::default());
@@ -262,4 +259,17 @@ async fn drive(
             }
         }
     }
+}
+
+/// The TLS settings for an mqtts:// broker: the CA file the config names, else the system bundle.
+pub fn tls_configuration(cfg: &MqttConfig) -> anyhow::Result<TlsConfiguration> {
+    let ca = match &cfg.ca_file {
+        Some(p) => std::fs::read(p).map_err(|e| {
+            anyhow::anyhow!("mqtt.ca_file {} cannot be read ({e}); it must hold the broker's CA certificate in PEM", p.display())
+        })?,
+        None => std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
+            anyhow::anyhow!("mqtt.url is mqtts:// but the CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); install ca-certificates or set mqtt.ca_file")
+        })?,
+    };
+    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth: None })
 }

@@ -65,6 +65,7 @@ fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> V
         "box": cfg.box_.id,
         "site": cfg.box_.site,
         "camera": cfg.source.camera,
+        "board": cfg.hardware.profile.name,
         "boot": boot,
         "since": since,
         "config_digest": cfg.digest,
@@ -174,6 +175,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         "vakt {VERSION} starting"
     );
 
+    let board = &cfg.hardware.profile;
+    let missing = vakt_media::elements::prefer_decoders(&board.gstreamer.decoders);
+    if !missing.is_empty() {
+        tracing::warn!(
+            profile = %cfg.hardware.origin, missing = %missing.join(", "),
+            "the board profile's hardware decoders are not installed; decoding in software (run `vakt doctor`)"
+        );
+    }
     let mut capture = Capture::start(CaptureConfig {
         source: cfg.source.spec.clone(),
         privacy: cfg.privacy.polygons(),
@@ -183,6 +192,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         loop_stored: cfg.source.loop_files,
         stall_timeout: cfg.source.stall_timeout,
         queue: 4,
+        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
     })
     .map_err(anyhow::Error::msg)?;
     let capture_counters = capture.counters();
