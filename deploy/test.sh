@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian bookworm machine: installs what it needs, then
 # formatting, lints, build and every test (unit and integration: real mosquitto, real GStreamer,
-# real files). Prints the time of each stage. `.ci/run` calls this.
+# real files); the aarch64 cross-build with its tests and an end-to-end comparison under qemu;
+# both Debian packages and their checks. Prints the time of each stage. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -14,7 +15,7 @@ stage() {
   echo "=== stage: $name"
   "$@"
   local dt=$((SECONDS - t0))
-  STAGES+=("$(printf '%-12s %4d s' "$name" "$dt")")
+  STAGES+=("$(printf '%-12s %5d s' "$name" "$dt")")
   echo "=== stage: $name done in ${dt} s"
 }
 summary() {
@@ -24,9 +25,23 @@ summary() {
 }
 trap summary EXIT
 
+data() { bash deploy/fetch-demo-clip.sh && bash models/fetch.sh .data/models; }
+# aarch64: every crate but the benches (they need OpenCV modules the cross setup leaves out)
+arm64() { bash deploy/cross/cargo-arm64.sh test --release --workspace --exclude vakt-benches --locked "$@"; }
+install_test=(); [ "$(id -u)" = 0 ] && install_test=(--install)
+
+# The tests run on the release build: the binaries they test are the ones packaged below.
 stage setup      bash deploy/setup-dev.sh
-stage data       bash deploy/fetch-demo-clip.sh
+stage data       data
 stage fmt        cargo fmt --all -- --check
-stage build      cargo build --workspace --all-targets --locked
-stage test       cargo test --workspace --locked
+stage build      cargo build --release --workspace --all-targets --locked
+stage test       cargo test --release --workspace --locked
 stage clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
+stage arm64-setup bash deploy/cross/setup-arm64.sh
+stage arm64-build arm64 --no-run
+# unit tests of every crate, plus the integration tests that need no second process (GStreamer
+# pipelines, audit log, identity) under qemu-aarch64-static
+stage arm64-test arm64 --lib --bins --test mask --test log --test identity
+stage arm64-e2e  bash deploy/cross/e2e-arm64.sh
+stage package    bash deploy/package.sh --no-build
+stage pkg-check  bash deploy/check-packages.sh "${install_test[@]}"

@@ -497,8 +497,11 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
     let box_ = BoxConfig { id, site, state_dir };
 
     let rs = required(raw.source, "source", "the [source] table with `uri`")?;
-    let uri =
-        required(rs.uri, "source.uri", "rtsp://, file://, a path, dir/in%06d.jpg, v4l2:///dev/videoN or test://")?;
+    let uri = required(
+        rs.uri,
+        "source.uri",
+        "rtsp://, file://, a path, dir/in%06d.jpg, v4l2:///dev/videoN, camera:// or test://",
+    )?;
     let spec = SourceSpec::parse(&uri, base)
         .map_err(|e| err("source.uri", format!("{:?}", crate::source::without_credentials(&uri)), e))?;
     let source = SourceConfig {
@@ -583,14 +586,20 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         embedded_broker,
         ca_file: rm.ca_file.map(|p| resolve(base, p)),
     };
-    if let Some(ca) = &mqtt.ca_file
-        && mqtt.scheme == MqttScheme::Plain
-    {
-        return Err(err(
-            "mqtt.ca_file",
-            format!("{:?}", ca.display().to_string()),
-            "only used with mqtts://; remove it or change mqtt.url to mqtts://",
-        ));
+    if let Some(ca) = &mqtt.ca_file {
+        let shown = format!("{:?}", ca.display().to_string());
+        if mqtt.scheme == MqttScheme::Plain {
+            return Err(err(
+                "mqtt.ca_file",
+                shown,
+                "only used with mqtts://; remove it or change mqtt.url to mqtts://",
+            ));
+        }
+        let pem = std::fs::read_to_string(ca)
+            .map_err(|e| err("mqtt.ca_file", &shown, format!("cannot read the broker's CA file ({e})")))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(err("mqtt.ca_file", &shown, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        }
     }
 
     let rst = required(raw.storage, "storage", "the [storage] table with `record = true` or `record = false`")?;
@@ -1022,12 +1031,19 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
     fn mqtt_ca_file_needs_tls() {
         let e = parse_err(&GOOD.replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\""));
         assert!(e.contains("`mqtt.ca_file`") && e.contains("mqtts://"), "{e}");
-        let c = parse_ok(
-            &GOOD
-                .replace("mqtt://127.0.0.1:1883", "mqtts://broker:8883")
-                .replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\""),
-        );
-        assert_eq!(c.mqtt.ca_file.unwrap(), Path::new("/etc/vakt/ca.pem"));
+        let tls = GOOD
+            .replace("mqtt://127.0.0.1:1883", "mqtts://broker:8883")
+            .replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\"");
+        let dir = tempfile::tempdir().unwrap();
+        let e = parse(&tls, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`mqtt.ca_file`") && e.contains("cannot read"), "{e}");
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let e = parse(&tls, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let c = parse(&tls, dir.path()).unwrap();
+        assert_eq!(c.mqtt.ca_file.unwrap(), dir.path().join("ca.pem"));
         assert_eq!(parse_ok(GOOD).models.dir, Path::new("/usr/share/vakt/models"));
     }
 

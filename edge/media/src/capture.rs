@@ -566,7 +566,12 @@ fn set_camera_name(src: &gst::Element, name: &str) -> Result<(), String> {
         return Ok(());
     }
     let element = src.factory().map(|f| f.name().to_string()).unwrap_or_default();
-    if name.starts_with("/dev/") && src.find_property("device").is_some() {
+    if name.starts_with("/dev/") {
+        if src.find_property("device").is_none() {
+            return Err(format!(
+                "camera://{name}: the board's camera element {element} takes camera names, not device paths; use camera:// or v4l2://{name}"
+            ));
+        }
         src.set_property("device", name);
     } else if src.find_property("camera-name").is_some() {
         src.set_property("camera-name", name);

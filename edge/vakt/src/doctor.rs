@@ -66,7 +66,10 @@ pub fn run(cfg: &Config, opts: &DoctorOptions) -> Vec<Check> {
     out.push(camera(cfg, opts.camera_timeout));
     out.push(broker(cfg, opts.broker_timeout));
     out.push(clock(opts.fault_clock_unsynced));
-    out.push(disk(cfg));
+    out.push(disk(&cfg.box_.state_dir));
+    if cfg.storage.record && !cfg.storage.dir.starts_with(&cfg.box_.state_dir) {
+        out.push(disk(&cfg.storage.dir));
+    }
     out.extend(model_checks(cfg));
     out.push(key_provider(cfg));
     if let Some(h) = &cfg.tamper.housing {
@@ -265,7 +268,11 @@ fn broker(cfg: &Config, timeout: Duration) -> Check {
             }
         })
         .await;
-        let _ = client.try_disconnect();
+        // send DISCONNECT so the broker logs a clean goodbye, not a dropped client
+        if r.as_ref().is_ok_and(|c| c.is_ok()) && client.try_disconnect().is_ok() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), async { while eventloop.poll().await.is_ok() {} }).await;
+        }
         r
     });
     let at = format!("{}:{}", m.host, m.port);
@@ -346,10 +353,9 @@ fn clock(fault_unsynced: bool) -> Check {
     judge_clock(ClockState { kernel_unsynced, timesyncd_synced, year })
 }
 
-fn disk(cfg: &Config) -> Check {
-    let dir = &cfg.box_.state_dir;
+fn disk(dir: &Path) -> Check {
     let fix_dir = format!(
-        "the state directory {} must be a writable directory (systemd's StateDirectory=vakt makes /var/lib/vakt)",
+        "{} must be a writable directory (box.state_dir, storage.dir; systemd's StateDirectory=vakt makes /var/lib/vakt)",
         dir.display()
     );
     if let Err(e) = std::fs::create_dir_all(dir) {
@@ -375,7 +381,7 @@ fn disk(cfg: &Config) -> Check {
                 Check::fail(
                     "disk",
                     detail,
-                    "free space: shorten storage.max_age or replace the card; the outbox and the ring buffer need room",
+                    "free space on this file system (or move box.state_dir to one with room): the box's records need it",
                 )
             } else {
                 Check::ok("disk", detail)
