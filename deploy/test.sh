@@ -40,8 +40,8 @@ stage clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
 stage arm64-setup bash deploy/cross/setup-arm64.sh
 stage arm64-build arm64 --no-run
 # unit tests of every crate, plus the integration tests that need no second process (GStreamer
-# pipelines, audit log, identity) under qemu-aarch64-static
-stage arm64-test arm64 --lib --bins --test mask --test log --test identity
+# pipelines, audit log, identity, the YOLOX detector through tract-onnx) under qemu-aarch64-static
+stage arm64-test arm64 --lib --bins --test mask --test log --test identity --test detector
 stage arm64-e2e  bash deploy/cross/e2e-arm64.sh
 stage package    bash deploy/package.sh --no-build
 stage pkg-check  bash deploy/check-packages.sh "${install_test[@]}"

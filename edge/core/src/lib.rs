@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod counters;
+pub mod detect;
 pub mod event;
 pub mod geometry;
 pub mod hardware;
@@ -11,3 +12,4 @@ pub mod lifecycle;
 pub mod models;
 pub mod source;
 pub mod tamper;
+pub mod track;

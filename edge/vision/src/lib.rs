@@ -1,10 +1,12 @@
-//! Vakt's vision code on plain frames: motion detection and zone measurement. No GStreamer and
+//! Vakt's vision code on plain frames: motion detection, zone measurement and object detection. No GStreamer and
 //! no tokio here: frames arrive as byte slices, so the same code serves the box, offline replay
 //! and the benchmarks.
 
+pub mod detector;
 pub mod motion;
 pub mod tamper;
 pub mod zones;
 
+pub use detector::{BgrFrame, Detector, YoloxParams, YoloxTract};
 pub use motion::{BackgroundMotion, Blob, GrayFrame, MotionDetector, MotionParams, MotionResult, VisionError};
 pub use zones::{ZoneMotion, ZoneSet};

@@ -46,6 +46,10 @@ pub enum VisionError {
     OpenCv(#[from] opencv::Error),
     #[error("frame is {got} bytes, expected {width}x{height} = {}", width * height)]
     BadFrame { width: u32, height: u32, got: usize },
+    #[error("colour frame is {got} bytes, expected {width}x{height}x3 = {}", width * height * 3)]
+    BadColourFrame { width: u32, height: u32, got: usize },
+    #[error("{0}")]
+    Model(String),
 }
 
 /// Anything that turns grey frames into motion.
