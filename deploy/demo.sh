@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 bash deploy/setup-dev.sh
 bash deploy/fetch-demo-clip.sh
 cargo build --release --locked -p vakt
-exec target/release/vakt --config deploy/config/example.toml run --print-events "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/vakt" --config deploy/config/example.toml run --print-events "$@"

@@ -37,15 +37,18 @@ dpkg-query -W -f='${Status}' dpkg-dev 2>/dev/null | grep -q "install ok installe
 
 bash models/fetch.sh .data/package-models
 mkdir -p target/debian
+# only this build's packages: check-packages.sh must never pick up an older one
+[ "$arch" = all ] && rm -f target/debian/vakt*.deb target/debian/vakt*.ddeb
+[ "$arch" != all ] && rm -f target/debian/vakt*_"$arch".deb target/debian/vakt*_"$arch".ddeb
 
 if [ "$arch" = amd64 ] || [ "$arch" = all ]; then
   [ "$build" = 1 ] && cargo build --release --locked -p vakt
-  [ -x target/release/vakt ] || { echo "package: target/release/vakt is missing (build first)" >&2; exit 1; }
+  [ -x "${CARGO_TARGET_DIR:-target}/release/vakt" ] || { echo "package: ${CARGO_TARGET_DIR:-target}/release/vakt is missing (build first)" >&2; exit 1; }
   cargo deb --no-build --locked --dbgsym -p vakt -o target/debian/
 fi
 if [ "$arch" = arm64 ] || [ "$arch" = all ]; then
   [ "$build" = 1 ] && bash deploy/cross/cargo-arm64.sh build --release --locked -p vakt
-  bin=target/aarch64/aarch64-unknown-linux-gnu/release/vakt
+  bin=${CARGO_TARGET_DIR_ARM64:-target/aarch64}/aarch64-unknown-linux-gnu/release/vakt
   [ -x "$bin" ] || { echo "package: $bin is missing (build first)" >&2; exit 1; }
   # cargo-deb strips with the target's binutils
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_STRIP=aarch64-linux-gnu-strip \

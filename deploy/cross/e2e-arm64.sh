@@ -7,8 +7,8 @@
 # defaults: target/release/vakt and target/aarch64/aarch64-unknown-linux-gnu/release/vakt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-native=${1:-target/release/vakt}
-arm=${2:-target/aarch64/aarch64-unknown-linux-gnu/release/vakt}
+native=${1:-${CARGO_TARGET_DIR:-target}/release/vakt}
+arm=${2:-${CARGO_TARGET_DIR_ARM64:-target/aarch64}/aarch64-unknown-linux-gnu/release/vakt}
 for b in "$native" "$arm"; do [ -x "$b" ] || { echo "e2e-arm64: $b is missing (build it first)" >&2; exit 1; }; done
 bash deploy/fetch-demo-clip.sh >/dev/null
 w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
