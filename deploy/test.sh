@@ -36,7 +36,9 @@ stage data       data
 stage fmt        cargo fmt --all -- --check
 stage build      cargo build --release --workspace --all-targets --locked
 stage test       cargo test --release --workspace --locked
-stage clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
+# clippy in the release profile reuses the build scripts the build stage ran (OpenCV bindings,
+# aws-lc): 74 s instead of 314 s on a fresh clone
+stage clippy     cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage arm64-setup bash deploy/cross/setup-arm64.sh
 stage arm64-build arm64 --no-run
 # unit tests of every crate, plus the integration tests that need no second process (GStreamer
