@@ -14,6 +14,7 @@ pkgs=(
   libopencv-dev
   mosquitto mosquitto-clients
   ca-certificates
+  python3 binutils curl
 )
 missing=()
 for p in "${pkgs[@]}"; do

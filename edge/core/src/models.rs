@@ -128,15 +128,7 @@ mod tests {
 
     #[test]
     fn every_manifest_parses_and_is_compiled_in() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-            .collect();
-        on_disk.sort();
+        let on_disk = crate::toml_stems("models");
         let mut built: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
         built.sort();
         assert_eq!(on_disk, built, "every models/*.toml must be listed in BUILTIN");

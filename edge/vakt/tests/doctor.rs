@@ -20,6 +20,15 @@ fn models_dir() -> PathBuf {
     p
 }
 
+/// A custom board profile at `path`: the generic one with another camera element.
+fn custom_board(path: &Path, camera_source: &str) {
+    let board = std::fs::read_to_string(repo_root().join("hardware/generic.toml"))
+        .unwrap()
+        .replace("name = \"generic\"", "name = \"custom-board\"")
+        .replace("camera_source = \"v4l2src\"", &format!("camera_source = \"{camera_source}\""));
+    std::fs::write(path, board).unwrap();
+}
+
 fn doctor(cfg: &Path, extra: &[&str]) -> (i32, String) {
     let o = vakt()
         .args(["--config", cfg.to_str().unwrap(), "doctor", "--camera-timeout", "5", "--broker-timeout", "5"])
@@ -132,11 +141,7 @@ fn a_healthy_box_passes_every_check_it_can() {
     std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
     // A custom board whose "camera" is GStreamer's test source: camera:// goes through the
     // profile's element, as on a Raspberry Pi with libcamerasrc.
-    let board = std::fs::read_to_string(repo_root().join("hardware/generic.toml"))
-        .unwrap()
-        .replace("name = \"generic\"", "name = \"test-board\"")
-        .replace("camera_source = \"v4l2src\"", "camera_source = \"videotestsrc\"");
-    std::fs::write(dir.path().join("board.toml"), board).unwrap();
+    custom_board(&dir.path().join("board.toml"), "videotestsrc");
     let cfg = TestConfig::new(
         &format!("mqtts://127.0.0.1:{}", broker.port),
         "camera://",
@@ -236,11 +241,7 @@ fn an_untrusted_broker_certificate_fails_with_advice() {
 #[test]
 fn a_missing_board_camera_element_fails_camera_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let board = std::fs::read_to_string(repo_root().join("hardware/generic.toml"))
-        .unwrap()
-        .replace("name = \"generic\"", "name = \"odd-board\"")
-        .replace("camera_source = \"v4l2src\"", "camera_source = \"vaktnosuchsrc\"");
-    std::fs::write(dir.path().join("board.toml"), board).unwrap();
+    custom_board(&dir.path().join("board.toml"), "vaktnosuchsrc");
     let cfg = TestConfig::new(
         "mqtt://127.0.0.1:1",
         "camera://",
