@@ -9,5 +9,6 @@ cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 bash deploy/setup-dev.sh
 bash deploy/fetch-demo-clip.sh
+bash models/fetch.sh .data/models --only yolox_nano
 cargo build --release --locked -p vakt
 exec "${CARGO_TARGET_DIR:-target}/release/vakt" --config deploy/config/example.toml run --print-events "$@"

@@ -39,11 +39,18 @@ stage test       cargo test --release --workspace --locked
 # clippy in the release profile reuses the build scripts the build stage ran (OpenCV bindings,
 # aws-lc): 74 s instead of 314 s on a fresh clone
 stage clippy     cargo clippy --release --workspace --all-targets --locked -- -D warnings
+# the short versions of the benchmarks: analytics scored on the held-out clip, and the self-test
+# of the evaluation tools (the full runs: benches/run-*.sh, results in benches/RESULTS.md)
+benches() { bash benches/run-analytics.sh --quick && "$(bash benches/eval/setup.sh | tail -1)" benches/eval/test_eval.py; }
+stage benches    benches
 stage arm64-setup bash deploy/cross/setup-arm64.sh
-stage arm64-build arm64 --no-run
 # unit tests of every crate, plus the integration tests that need no second process (GStreamer
-# pipelines, audit log, identity, the YOLOX detector through tract-onnx) under qemu-aarch64-static
-stage arm64-test arm64 --lib --bins --test mask --test log --test identity --test detector
+# pipelines, audit log, identity, the YOLOX detector through tract-onnx) under qemu-aarch64-static;
+# only those are built, and the vakt binary (the end-to-end comparison and the package use it)
+arm64_tests=(--lib --bins --test mask --test log --test identity --test detector)
+arm64_build() { arm64 --no-run "${arm64_tests[@]}" && bash deploy/cross/cargo-arm64.sh build --release --locked -p vakt; }
+stage arm64-build arm64_build
+stage arm64-test arm64 "${arm64_tests[@]}"
 stage arm64-e2e  bash deploy/cross/e2e-arm64.sh
 stage package    bash deploy/package.sh --no-build
 stage pkg-check  bash deploy/check-packages.sh "${install_test[@]}"

@@ -10,8 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::detect::ObjectClass;
 use crate::geometry::{Point, Polygon, Raster};
 use crate::source::SourceSpec;
+
+/// Models `[detect] model` accepts: those with a detector implementation (edge/vision).
+pub const DETECTOR_MODELS: &[&str] = &["yolox_nano"];
 
 /// The longest retention the box accepts, whatever the config says (IMY: "a few days at most").
 pub const MAX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -67,8 +71,54 @@ struct RawConfig {
     tamper: Option<RawTamper>,
     hardware: Option<RawHardware>,
     models: Option<RawModels>,
+    detect: Option<RawDetect>,
+    rules: Option<RawRules>,
     #[serde(default)]
-    zones: Vec<RawNamedPolygon>,
+    zones: Vec<RawZone>,
+    #[serde(default)]
+    lines: Vec<RawLine>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDetect {
+    enabled: Option<bool>,
+    model: Option<String>,
+    width: Option<u32>,
+    interval: Option<String>,
+    idle_interval: Option<String>,
+    high_score: Option<f64>,
+    low_score: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    presence_classes: Option<Vec<String>>,
+    loiter_time: Option<String>,
+    crowd_size: Option<u32>,
+    crowd_time: Option<String>,
+    running_speed: Option<f64>,
+    running_people: Option<u32>,
+    running_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: Option<String>,
+    points: Option<Vec<Point>>,
+    loiter_time: Option<String>,
+    crowd_size: Option<u32>,
+    crowd_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    name: Option<String>,
+    points: Option<Vec<Point>>,
+    classes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,7 +247,10 @@ pub struct Config {
     pub tamper: TamperConfig,
     pub hardware: HardwareConfig,
     pub models: ModelsConfig,
-    pub zones: Vec<NamedPolygon>,
+    pub detect: DetectConfig,
+    pub rules: RulesConfig,
+    pub zones: Vec<Zone>,
+    pub lines: Vec<Line>,
     /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
     pub digest: String,
 }
@@ -252,6 +305,58 @@ pub struct HardwareConfig {
 #[derive(Debug, Clone)]
 pub struct ModelsConfig {
     pub dir: PathBuf,
+}
+
+/// `[detect]`: object detection and tracking (edge/docs/design/analytics.md).
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    pub enabled: bool,
+    /// A model manifest name (`models/<name>.toml`).
+    pub model: String,
+    /// Width of the colour frames the detector gets; the height keeps the aspect ratio.
+    pub width: u32,
+    /// Media time between detector runs while there is motion or a track.
+    pub interval: Duration,
+    /// Media time between detector runs over a still, empty scene.
+    pub idle_interval: Duration,
+    /// Detections at or above this start tracks.
+    pub high_score: f64,
+    /// The detector's floor: weaker detections are dropped, those between `low_score` and
+    /// `high_score` only extend tracks.
+    pub low_score: f64,
+}
+
+/// `[rules]`: the defaults of the analytic rules (edge/docs/design/rules.md); zones may override
+/// the loitering and crowding ones.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    pub presence_classes: Vec<ObjectClass>,
+    pub loiter_time: Duration,
+    pub crowd_size: u32,
+    pub crowd_time: Duration,
+    /// Box heights per second.
+    pub running_speed: f64,
+    pub running_people: u32,
+    pub running_time: Duration,
+}
+
+/// A named zone: motion, presence, loitering, crowding and running are judged per zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    pub polygon: Polygon,
+    pub loiter_time: Duration,
+    pub crowd_size: u32,
+    pub crowd_time: Duration,
+}
+
+/// A counting line (`[[lines]]`): crossings of its segment from A to B, with direction.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub name: String,
+    pub a: Point,
+    pub b: Point,
+    pub classes: Vec<ObjectClass>,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +464,18 @@ pub mod defaults {
     pub const TAMPER_END_AFTER: &str = "2s";
     pub const TAMPER_CHECK_INTERVAL: &str = "200ms";
     pub const TAMPER_REFERENCE_TIME: &str = "10s";
+    pub const DETECT_MODEL: &str = "yolox_nano";
+    pub const DETECT_WIDTH: u32 = 416;
+    pub const DETECT_INTERVAL: &str = "200ms";
+    pub const DETECT_IDLE_INTERVAL: &str = "2s";
+    pub const DETECT_HIGH_SCORE: f64 = 0.5;
+    pub const DETECT_LOW_SCORE: f64 = 0.2;
+    pub const LOITER_TIME: &str = "60s";
+    pub const CROWD_SIZE: u32 = 10;
+    pub const CROWD_TIME: &str = "10s";
+    pub const RUNNING_SPEED: f64 = 1.6;
+    pub const RUNNING_PEOPLE: u32 = 3;
+    pub const RUNNING_TIME: &str = "1s";
 }
 
 /// Loads and validates a config file.
@@ -686,7 +803,10 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             "together the masks cover the whole frame; leave part of the view unmasked",
         ));
     }
-    let zones = polygons(raw.zones, "zones")?;
+    let detect = detect(raw.detect.unwrap_or_default(), motion.width)?;
+    let rules = rules(raw.rules.unwrap_or_default())?;
+    let zones = zones(raw.zones, &rules)?;
+    let lines = lines(raw.lines)?;
 
     let hardware = hardware(raw.hardware, base)?;
     let models = ModelsConfig {
@@ -757,7 +877,196 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         ));
     }
 
-    Ok(Config { box_, source, mqtt, storage, motion, events, privacy, tamper, hardware, models, zones, digest })
+    Ok(Config {
+        box_,
+        source,
+        mqtt,
+        storage,
+        motion,
+        events,
+        privacy,
+        tamper,
+        hardware,
+        models,
+        detect,
+        rules,
+        zones,
+        lines,
+        digest,
+    })
+}
+
+fn detect(r: RawDetect, motion_width: u32) -> Result<DetectConfig, ConfigError> {
+    let model = r.model.unwrap_or_else(|| defaults::DETECT_MODEL.to_string());
+    if !DETECTOR_MODELS.contains(&model.as_str()) {
+        return Err(err(
+            "detect.model",
+            format!("{model:?}"),
+            format!(
+                "a detector model the box can run: {}",
+                DETECTOR_MODELS.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let width = r.width.unwrap_or(defaults::DETECT_WIDTH);
+    if !(160..=1920).contains(&width) || !width.is_multiple_of(2) {
+        return Err(err("detect.width", width, "an even number of pixels from 160 to 1920"));
+    }
+    let enabled = r.enabled.unwrap_or(true);
+    if enabled && width < motion_width {
+        return Err(err(
+            "detect.width",
+            width,
+            format!("at least motion.width ({motion_width}): motion is measured on the same frames, scaled down"),
+        ));
+    }
+    let high_score = number(r.high_score, "detect.high_score", defaults::DETECT_HIGH_SCORE, 0.05, 0.99)?;
+    let low_score = number(r.low_score, "detect.low_score", defaults::DETECT_LOW_SCORE, 0.01, 0.99)?;
+    if low_score > high_score {
+        return Err(err("detect.low_score", low_score, format!("at most detect.high_score ({high_score})")));
+    }
+    let interval =
+        duration(r.interval, "detect.interval", defaults::DETECT_INTERVAL, Duration::ZERO, Duration::from_secs(10))?;
+    let idle_interval = duration(
+        r.idle_interval,
+        "detect.idle_interval",
+        defaults::DETECT_IDLE_INTERVAL,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    )?;
+    if idle_interval < interval {
+        return Err(err(
+            "detect.idle_interval",
+            format!("{:?}", humantime::format_duration(idle_interval).to_string()),
+            "at least detect.interval",
+        ));
+    }
+    Ok(DetectConfig { enabled, model, width, interval, idle_interval, high_score, low_score })
+}
+
+fn classes(v: Vec<String>, key: &str) -> Result<Vec<ObjectClass>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, c) in v.iter().enumerate() {
+        let class = ObjectClass::parse(c).ok_or_else(|| {
+            err(
+                format!("{key}[{i}]"),
+                format!("{c:?}"),
+                format!(
+                    "one of {}",
+                    ObjectClass::ALL.iter().map(|c| format!("\"{}\"", c.as_str())).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        if !out.contains(&class) {
+            out.push(class);
+        }
+    }
+    Ok(out)
+}
+
+fn rules(r: RawRules) -> Result<RulesConfig, ConfigError> {
+    let presence_classes = match r.presence_classes {
+        Some(v) => classes(v, "rules.presence_classes")?,
+        None => ObjectClass::ALL.to_vec(),
+    };
+    Ok(RulesConfig {
+        presence_classes,
+        loiter_time: duration(
+            r.loiter_time,
+            "rules.loiter_time",
+            defaults::LOITER_TIME,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?,
+        crowd_size: crowd_size(r.crowd_size, "rules.crowd_size", defaults::CROWD_SIZE)?,
+        crowd_time: duration(
+            r.crowd_time,
+            "rules.crowd_time",
+            defaults::CROWD_TIME,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?,
+        running_speed: number(r.running_speed, "rules.running_speed", defaults::RUNNING_SPEED, 0.2, 20.0)?,
+        running_people: match r.running_people.unwrap_or(defaults::RUNNING_PEOPLE) {
+            n @ 1..=100 => n,
+            n => return Err(err("rules.running_people", n, "a number of people from 1 to 100")),
+        },
+        running_time: duration(
+            r.running_time,
+            "rules.running_time",
+            defaults::RUNNING_TIME,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?,
+    })
+}
+
+fn crowd_size(v: Option<u32>, key: &str, default: u32) -> Result<u32, ConfigError> {
+    match v.unwrap_or(default) {
+        n @ 1..=1000 => Ok(n),
+        n => Err(err(key, n, "a number of people from 1 to 1000 (crowding is more than this many)")),
+    }
+}
+
+fn zones(raw: Vec<RawZone>, rules: &RulesConfig) -> Result<Vec<Zone>, ConfigError> {
+    let mut out: Vec<Zone> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let k = format!("zones[{i}]");
+        let named = polygons(vec![RawNamedPolygon { name: r.name, points: r.points }], "zones")
+            .map_err(|mut e| {
+                e.key = e.key.replacen("zones[0]", &k, 1);
+                e
+            })?
+            .remove(0);
+        if out.iter().any(|o| o.name == named.name) {
+            return Err(err(format!("{k}.name"), format!("{:?}", named.name), "names must be unique within the list"));
+        }
+        let loiter_time = match r.loiter_time {
+            Some(v) => {
+                duration(Some(v), &format!("{k}.loiter_time"), "", Duration::from_secs(1), Duration::from_secs(3600))?
+            }
+            None => rules.loiter_time,
+        };
+        let crowd_time = match r.crowd_time {
+            Some(v) => duration(Some(v), &format!("{k}.crowd_time"), "", Duration::ZERO, Duration::from_secs(3600))?,
+            None => rules.crowd_time,
+        };
+        let crowd_size = crowd_size(r.crowd_size, &format!("{k}.crowd_size"), rules.crowd_size)?;
+        out.push(Zone { name: named.name, polygon: named.polygon, loiter_time, crowd_size, crowd_time });
+    }
+    Ok(out)
+}
+
+fn lines(raw: Vec<RawLine>) -> Result<Vec<Line>, ConfigError> {
+    let mut out: Vec<Line> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let k = format!("lines[{i}]");
+        let n = name(required(r.name, &format!("{k}.name"), "every line needs a name")?, &format!("{k}.name"))?;
+        if out.iter().any(|o| o.name == n) {
+            return Err(err(format!("{k}.name"), format!("{n:?}"), "names must be unique within the list"));
+        }
+        let pts =
+            required(r.points, &format!("{k}.points"), "two [x, y] points, normalised to 0..1: [[x1, y1], [x2, y2]]")?;
+        let ok = pts.len() == 2
+            && pts.iter().all(|p| p.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)))
+            && ((pts[1][0] - pts[0][0]).powi(2) + (pts[1][1] - pts[0][1]).powi(2)).sqrt() >= 0.01;
+        if !ok {
+            return Err(err(
+                format!("{k}.points"),
+                format!("{pts:?}"),
+                "two distinct [x, y] points inside 0..1, at least 0.01 apart",
+            ));
+        }
+        let classes = match r.classes {
+            Some(v) => classes(v, &format!("{k}.classes"))?,
+            None => ObjectClass::ALL.to_vec(),
+        };
+        if classes.is_empty() {
+            return Err(err(format!("{k}.classes"), "[]", "at least one class, or leave it out for every class"));
+        }
+        out.push(Line { name: n, a: pts[0], b: pts[1], classes });
+    }
+    Ok(out)
 }
 
 fn hardware(raw: Option<RawHardware>, base: &Path) -> Result<HardwareConfig, ConfigError> {
@@ -1045,6 +1354,71 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
         let c = parse(&tls, dir.path()).unwrap();
         assert_eq!(c.mqtt.ca_file.unwrap(), dir.path().join("ca.pem"));
         assert_eq!(parse_ok(GOOD).models.dir, Path::new("/usr/share/vakt/models"));
+    }
+
+    #[test]
+    fn detection_rules_zones_and_lines() {
+        let c = parse_ok(GOOD);
+        assert!(c.detect.enabled);
+        assert_eq!((c.detect.model.as_str(), c.detect.width), ("yolox_nano", 416));
+        assert_eq!((c.detect.interval, c.detect.idle_interval), (Duration::from_millis(200), Duration::from_secs(2)));
+        assert_eq!(c.rules.presence_classes, ObjectClass::ALL.to_vec());
+        assert_eq!((c.zones[0].loiter_time, c.zones[0].crowd_size), (Duration::from_secs(60), 10));
+        assert!(c.lines.is_empty());
+        let c = parse_ok(
+            &format!(
+                "{GOOD}\n[rules]\ncrowd_size = 4\npresence_classes = [\"person\", \"car\", \"person\"]\n\
+             [[lines]]\nname = \"kerb\"\npoints = [[0.1, 0.5], [0.9, 0.5]]\nclasses = [\"person\"]\n"
+            )
+            .replace("name = \"square\"", "name = \"square\"\nloiter_time = \"30s\""),
+        );
+        assert_eq!(c.rules.presence_classes, vec![ObjectClass::Person, ObjectClass::Car]);
+        assert_eq!((c.zones[0].loiter_time, c.zones[0].crowd_size), (Duration::from_secs(30), 4));
+        assert_eq!(
+            (c.lines[0].a, c.lines[0].b, &c.lines[0].classes),
+            ([0.1, 0.5], [0.9, 0.5], &vec![ObjectClass::Person])
+        );
+        let cases = [
+            (format!("{GOOD}\n[detect]\nmodel = \"yolo9000\"\n"), "`detect.model` = \"yolo9000\"", "\"yolox_nano\""),
+            (format!("{GOOD}\n[detect]\nwidth = 200\n"), "`detect.width` = 200", "motion.width"),
+            (format!("{GOOD}\n[detect]\nlow_score = 0.6\n"), "`detect.low_score` = 0.6", "high_score"),
+            (format!("{GOOD}\n[detect]\ninterval = \"3s\"\n"), "`detect.idle_interval`", "at least"),
+            (
+                format!("{GOOD}\n[rules]\npresence_classes = [\"dog\"]\n"),
+                "`rules.presence_classes[0]` = \"dog\"",
+                "\"person\"",
+            ),
+            (format!("{GOOD}\n[rules]\ncrowd_size = 0\n"), "`rules.crowd_size` = 0", "more than"),
+            (
+                GOOD.replace("name = \"square\"", "name = \"square\"\ncrowd_size = 0"),
+                "`zones[0].crowd_size` = 0",
+                "1 to 1000",
+            ),
+            (
+                GOOD.replace("name = \"square\"", "name = \"square\"\nloiter_time = \"1y\""),
+                "`zones[0].loiter_time`",
+                "between",
+            ),
+            (GOOD.replace("name = \"square\"", "name = \"Square\""), "`zones[0].name` = \"Square\"", "a-z"),
+            (format!("{GOOD}\n[[lines]]\nname = \"l\"\npoints = [[0.1, 0.5]]\n"), "`lines[0].points`", "two distinct"),
+            (
+                format!("{GOOD}\n[[lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.1, 0.5]]\n"),
+                "`lines[0].points`",
+                "0.01 apart",
+            ),
+            (
+                format!("{GOOD}\n[[lines]]\nname = \"l\"\npoints = [[0.1, 0.5], [0.2, 0.5]]\nclasses = []\n"),
+                "`lines[0].classes`",
+                "at least one",
+            ),
+            (format!("{GOOD}\n[[lines]]\npoints = [[0.1, 0.5], [0.2, 0.5]]\n"), "`lines[0].name`", "needs a name"),
+        ];
+        for (text, want_a, want_b) in cases {
+            let e = parse_err(&text);
+            assert!(e.contains(want_a) && e.contains(want_b), "want {want_a:?} and {want_b:?}, got: {e}");
+        }
+        // detection off: no constraint between the detector's width and motion's
+        assert!(!parse_ok(&format!("{GOOD}\n[detect]\nenabled = false\nwidth = 200\n")).detect.enabled);
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub enum EventKind {
     SceneChanged,
     /// The enclosure's tamper switch reports the housing open.
     HousingOpened,
+    /// Objects of one class (`attrs.class`) are inside a zone.
+    Presence,
+    /// A tracked object crossed a line (`zone` is the line's name); a single `instant` message.
+    LineCrossed,
+    /// A person has stayed in a zone longer than the zone's loitering time.
+    Loitering,
+    /// More people than the zone's crowd size have been in it for longer than the crowd time.
+    Crowding,
+    /// Several people in a zone move at running speed at once: a crude cue for a fight, panic or
+    /// sudden dispersal.
+    Running,
 }
 
 impl EventKind {
@@ -40,6 +51,11 @@ impl EventKind {
         EventKind::TooBlurry,
         EventKind::SceneChanged,
         EventKind::HousingOpened,
+        EventKind::Presence,
+        EventKind::LineCrossed,
+        EventKind::Loitering,
+        EventKind::Crowding,
+        EventKind::Running,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +67,11 @@ impl EventKind {
             EventKind::TooBlurry => "too_blurry",
             EventKind::SceneChanged => "scene_changed",
             EventKind::HousingOpened => "housing_opened",
+            EventKind::Presence => "presence",
+            EventKind::LineCrossed => "line_crossed",
+            EventKind::Loitering => "loitering",
+            EventKind::Crowding => "crowding",
+            EventKind::Running => "running",
         }
     }
 
@@ -64,13 +85,27 @@ impl EventKind {
             EventKind::TooBlurry => "VideoSource/ImageTooBlurry",
             EventKind::SceneChanged => "VideoSource/GlobalSceneChange",
             EventKind::HousingOpened => "Device/Trigger/DigitalInput",
+            EventKind::Presence => "RuleEngine/FieldDetector/ObjectsInside",
+            EventKind::LineCrossed => "RuleEngine/LineDetector/Crossed",
+            EventKind::Loitering => "RuleEngine/LoiteringDetector/ObjectIsLoitering",
+            EventKind::Crowding => "RuleEngine/CountAggregation/Counter",
+            // no ONVIF topic exists for this; a vendor topic under the rule engine
+            EventKind::Running => "RuleEngine/Vakt/Running",
         }
     }
 
     /// Sabotage and camera-health conditions: they put the box's status into `degraded` while
     /// they last.
     pub fn is_alarm(self) -> bool {
-        !matches!(self, EventKind::Motion)
+        matches!(
+            self,
+            EventKind::SignalLost
+                | EventKind::TooDark
+                | EventKind::TooBright
+                | EventKind::TooBlurry
+                | EventKind::SceneChanged
+                | EventKind::HousingOpened
+        )
     }
 }
 
@@ -80,6 +115,8 @@ pub enum Phase {
     Start,
     Update,
     End,
+    /// A momentary event (a line crossing): one message, no update or end.
+    Instant,
 }
 
 /// One message on the events topic.
@@ -153,7 +190,11 @@ mod tests {
         assert_eq!(serde_json::to_string(&EventKind::SignalLost).unwrap(), "\"signal_lost\"");
         for k in EventKind::ALL {
             assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
-            assert!(k.onvif_topic().starts_with("VideoSource/") || *k == EventKind::HousingOpened);
+            let t = k.onvif_topic();
+            assert!(
+                t.starts_with("VideoSource/") || t.starts_with("RuleEngine/") || *k == EventKind::HousingOpened,
+                "{t}"
+            );
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum TransitionPhase {
     Start,
     Update,
     End,
+    /// A momentary event (a line crossing): never produced by `Lifecycle`.
+    Instant,
 }
 
 /// A lifecycle transition to publish.

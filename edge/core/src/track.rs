@@ -26,6 +26,12 @@ pub struct TrackerConfig {
     pub report_coast: f64,
     /// Boxes kept per track.
     pub history: usize,
+    /// A track whose anchor (bottom centre) has travelled this many of its box heights from where
+    /// it was first seen has moved (R8).
+    pub min_travel: f32,
+    /// A track that has not moved this long (seconds) after it was first seen is scenery (a sign,
+    /// a post, a parked car): it is kept, so it cannot start again, but not reported (R8).
+    pub static_after: f64,
 }
 
 impl Default for TrackerConfig {
@@ -39,6 +45,8 @@ impl Default for TrackerConfig {
             max_coast: 1.5,
             report_coast: 0.6,
             history: 64,
+            min_travel: 0.5,
+            static_after: 10.0,
         }
     }
 }
@@ -61,6 +69,10 @@ pub struct Track {
     pub history: VecDeque<(f64, BoxPx)>,
     /// Accumulated score per class, for a stable class when the detector hesitates (car / truck).
     class_votes: [f32; 6],
+    /// Anchor (bottom centre) where the track was first seen.
+    origin: (f32, f32),
+    /// The anchor has travelled `min_travel` box heights from `origin` (R8).
+    pub moved: bool,
 }
 
 impl Track {
@@ -179,6 +191,8 @@ impl Tracker {
                 confirmed: cfg.min_hits <= 1,
                 history,
                 class_votes: votes,
+                origin: anchor(&d.bbox),
+                moved: false,
             });
         }
         self.report(t)
@@ -188,7 +202,11 @@ impl Tracker {
     pub fn report(&self, t: f64) -> Vec<TrackView> {
         self.tracks
             .iter()
-            .filter(|tr| tr.confirmed && t - tr.last_seen <= self.cfg.report_coast)
+            .filter(|tr| {
+                tr.confirmed
+                    && (tr.moved || t - tr.first_seen < self.cfg.static_after)
+                    && t - tr.last_seen <= self.cfg.report_coast
+            })
             .map(|tr| TrackView {
                 id: tr.id,
                 class: tr.class,
@@ -200,6 +218,11 @@ impl Tracker {
             })
             .collect()
     }
+}
+
+/// Bottom centre of a box: where an object stands.
+fn anchor(b: &BoxPx) -> (f32, f32) {
+    (b.x + b.w / 2.0, b.y + b.h)
 }
 
 impl Track {
@@ -214,6 +237,11 @@ impl Track {
             } else {
                 (0.6 * self.velocity.0 + 0.4 * inst.0, 0.6 * self.velocity.1 + 0.4 * inst.1)
             };
+        }
+        if !self.moved {
+            let (ax, ay) = anchor(&d.bbox);
+            let travel = ((ax - self.origin.0).powi(2) + (ay - self.origin.1).powi(2)).sqrt();
+            self.moved = travel >= cfg.min_travel * d.bbox.h;
         }
         self.bbox = d.bbox;
         self.score = d.score;
@@ -346,5 +374,38 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].class, ObjectClass::Car);
         assert_eq!(tr.tracks().len(), 1, "car and truck boxes join one track");
+    }
+
+    #[test]
+    fn scenery_that_never_moves_stops_being_reported() {
+        // R8: a post detected as a person at every frame for 12 s, and a walker
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut post_ids = std::collections::BTreeSet::new();
+        let mut walker_seen_late = false;
+        for k in 0..=120 {
+            let t = k as f64 * 0.1;
+            // the post jitters by a pixel; the walker covers a box height (50 px) in 5 s
+            let jitter = if k % 2 == 0 { 1.0 } else { 0.0 };
+            let out = tr.update(t, &[person(300.0 + jitter, 40.0, 0.8), person(10.0 + k as f32, 200.0, 0.8)]);
+            let post = out.iter().find(|v| v.bbox.x >= 290.0);
+            if t < 9.9 {
+                assert!(t < 0.05 || post.is_some(), "reported while young, t = {t}");
+            } else if t > 10.05 {
+                assert!(post.is_none(), "scenery after 10 s, t = {t}");
+            }
+            post_ids.extend(post.map(|v| v.id));
+            walker_seen_late |= t > 10.05 && out.iter().any(|v| v.bbox.x < 290.0);
+        }
+        assert!(walker_seen_late, "a walker stays reported");
+        assert_eq!(post_ids.len(), 1);
+        // the post is kept, so it does not come back as a new track; once it moves it is reported
+        // again under its own id
+        let mut back = None;
+        for k in 121..=160 {
+            let t = k as f64 * 0.1;
+            let out = tr.update(t, &[person(300.0 + 3.0 * (k - 120) as f32, 40.0, 0.8)]);
+            back = back.or(out.iter().find(|v| v.bbox.x >= 290.0).map(|v| v.id));
+        }
+        assert_eq!(back, post_ids.first().copied());
     }
 }

@@ -44,8 +44,10 @@ pub enum Recovery {
 pub struct CaptureConfig {
     pub source: SourceSpec,
     pub privacy: Vec<Polygon>,
-    /// Width of the grey analysis frames; the height keeps the aspect ratio.
+    /// Width of the analysis frames; the height keeps the aspect ratio.
     pub analysis_width: u32,
+    /// Deliver colour (I420 chroma with the grey plane) for object detection; grey only otherwise.
+    pub colour: bool,
     pub pacing: Pacing,
     pub recovery: Recovery,
     /// Replay stored clips from the start when they end.
@@ -369,6 +371,7 @@ fn install_callback(
     epoch: Instant,
 ) {
     let pacing = cfg.pacing;
+    let colour = cfg.colour;
     let mut index: u64 = 0;
     appsink.set_callbacks(
         gstreamer_app::AppSinkCallbacks::builder()
@@ -381,12 +384,15 @@ fn install_callback(
                 let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
                     .map_err(|_| gst::FlowError::Error)?;
                 let (w, h) = (info.width(), info.height());
-                let stride = frame.plane_stride()[0] as usize;
-                let src = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
-                let mut data = Vec::with_capacity((w * h) as usize);
-                for row in 0..h as usize {
-                    data.extend_from_slice(&src[row * stride..row * stride + w as usize]);
-                }
+                let data = packed_plane(&frame, 0, w as usize, h as usize)?;
+                let chroma = if colour {
+                    let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
+                    let mut c = packed_plane(&frame, 1, cw, ch)?;
+                    c.extend_from_slice(&packed_plane(&frame, 2, cw, ch)?);
+                    Some(c)
+                } else {
+                    None
+                };
                 let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
                 let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
                 index += 1;
@@ -394,7 +400,10 @@ fn install_callback(
                 flow.last_frame_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flow.frames_this_run.fetch_add(1, Ordering::SeqCst);
                 let source_size = source_size(sink);
-                let f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number);
+                let mut f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number);
+                if let Some(c) = chroma {
+                    f = f.with_chroma(c);
+                }
                 match pacing {
                     Pacing::Live => match tx.try_send(CaptureMsg::Frame(f)) {
                         Ok(()) => {}
@@ -409,6 +418,25 @@ fn install_callback(
             })
             .build(),
     );
+}
+
+/// Plane `plane` of a mapped frame, `width × height` bytes with the row padding removed.
+fn packed_plane(
+    frame: &gstreamer_video::VideoFrameRef<&gst::BufferRef>,
+    plane: u32,
+    width: usize,
+    height: usize,
+) -> Result<Vec<u8>, gst::FlowError> {
+    let stride = frame.plane_stride()[plane as usize] as usize;
+    let src = frame.plane_data(plane).map_err(|_| gst::FlowError::Error)?;
+    if stride < width || src.len() < stride * (height.max(1) - 1) + width {
+        return Err(gst::FlowError::Error);
+    }
+    let mut data = Vec::with_capacity(width * height);
+    for row in 0..height {
+        data.extend_from_slice(&src[row * stride..row * stride + width]);
+    }
+    Ok(data)
 }
 
 /// The full-resolution size of the frames entering the mask stage.
@@ -454,7 +482,7 @@ pub fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
     acaps.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
-            .field("format", "GRAY8")
+            .field("format", if cfg.colour { "I420" } else { "GRAY8" })
             .field("width", cfg.analysis_width as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build(),

@@ -5,10 +5,13 @@
 
 use vakt_core::geometry::BBox;
 
-/// A grey analysis frame with the static privacy masks applied.
+/// An analysis frame with the static privacy masks applied: its grey (luma) plane, and, when the
+/// capture was asked for colour (object detection), its two chroma planes.
 #[derive(Debug, Clone)]
 pub struct StaticMaskedFrame {
     data: Vec<u8>,
+    /// U then V, each `ceil(width / 2) × ceil(height / 2)`, rows packed (I420 chroma).
+    chroma: Option<Vec<u8>>,
     width: u32,
     height: u32,
     source_size: (u32, u32),
@@ -25,11 +28,48 @@ impl StaticMaskedFrame {
         media_time_s: f64,
         index: u64,
     ) -> Self {
-        StaticMaskedFrame { data, width, height, source_size, media_time_s, index }
+        StaticMaskedFrame { data, chroma: None, width, height, source_size, media_time_s, index }
     }
 
+    /// Adds the chroma planes (U then V, each `ceil(w/2) × ceil(h/2)`) of an I420 frame.
+    pub(crate) fn with_chroma(mut self, chroma: Vec<u8>) -> Self {
+        debug_assert_eq!(chroma.len(), 2 * chroma_len(self.width, self.height));
+        self.chroma = Some(chroma);
+        self
+    }
+
+    /// The grey (luma) plane, `width × height` bytes, rows packed.
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// Whether the frame carries colour (the capture was started with `colour = true`).
+    pub fn has_colour(&self) -> bool {
+        self.chroma.is_some()
+    }
+
+    /// The frame in BGR order, 3 bytes per pixel, rows packed, converted from I420 with the
+    /// BT.601 limited-range matrix; `None` without colour. Made only when asked for: analysis
+    /// converts only the frames the detector looks at.
+    pub fn bgr(&self) -> Option<Vec<u8>> {
+        let chroma = self.chroma.as_ref()?;
+        let (w, h) = (self.width as usize, self.height as usize);
+        let cw = w.div_ceil(2);
+        let (u_plane, v_plane) = chroma.split_at(chroma_len(self.width, self.height));
+        let mut out = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y / 2) * cw + x / 2;
+                let luma = 1.164 * (self.data[y * w + x] as f32 - 16.0);
+                let u = u_plane[c] as f32 - 128.0;
+                let v = v_plane[c] as f32 - 128.0;
+                let o = (y * w + x) * 3;
+                out[o] = (luma + 2.018 * u).round().clamp(0.0, 255.0) as u8;
+                out[o + 1] = (luma - 0.813 * v - 0.391 * u).round().clamp(0.0, 255.0) as u8;
+                out[o + 2] = (luma + 1.596 * v).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        Some(out)
     }
     pub fn width(&self) -> u32 {
         self.width
@@ -49,6 +89,11 @@ impl StaticMaskedFrame {
     pub fn index(&self) -> u64 {
         self.index
     }
+}
+
+/// Bytes of one I420 chroma plane.
+pub(crate) fn chroma_len(width: u32, height: u32) -> usize {
+    (width as usize).div_ceil(2) * (height as usize).div_ceil(2)
 }
 
 /// What is known about people in a frame when it is redacted.
@@ -88,6 +133,8 @@ impl RedactedFrame {
 
 /// Masks people on a static-masked frame. Boxes grow outward to whole pixels.
 pub fn redact(frame: StaticMaskedFrame, evidence: &PeopleEvidence) -> RedactedFrame {
+    // The redacted level is grey for now: the chroma planes are dropped, so nothing of the
+    // masked regions can survive in colour.
     let StaticMaskedFrame { mut data, width, height, media_time_s, .. } = frame;
     match evidence {
         PeopleEvidence::Stale => data.fill(0),
@@ -114,6 +161,18 @@ mod tests {
 
     fn frame() -> StaticMaskedFrame {
         StaticMaskedFrame::new(vec![200; 100], 10, 10, (10, 10), 1.5, 1)
+    }
+
+    #[test]
+    fn i420_converts_to_bgr() {
+        // 3 x 1 pixels: chroma planes of 2 x 1; black, white, and a saturated red pair
+        let f = StaticMaskedFrame::new(vec![16, 235, 81], 3, 1, (3, 1), 0.0, 1).with_chroma(vec![128, 90, 128, 240]);
+        let bgr = f.bgr().unwrap();
+        assert_eq!(&bgr[0..3], &[0, 0, 0]);
+        assert_eq!(&bgr[3..6], &[255, 255, 255]);
+        // Y 81, U 90, V 240: BT.601 red
+        assert!(bgr[8] > 240 && bgr[6] < 10 && bgr[7] < 10, "{:?}", &bgr[6..9]);
+        assert!(frame().bgr().is_none());
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn every_path_from_the_decoder_passes_the_mask() {
         source: SourceSpec::File { path: demo_clip() },
         privacy: polygons(),
         analysis_width: 320,
+        colour: false,
         pacing: Pacing::Offline,
         recovery: Recovery::Stop,
         loop_stored: false,

@@ -11,9 +11,11 @@ use vakt_core::config::Config;
 use vakt_core::counters::SeqAllocator;
 use vakt_core::event::{EVENT_VERSION, Event, EventKind, Phase, rfc3339, round};
 use vakt_core::lifecycle::{Lifecycle, LifecycleParams, Observation, Transition, TransitionPhase};
+use vakt_core::rules::RuleEvent;
 use vakt_media::StaticMaskedFrame;
-use vakt_vision::{BackgroundMotion, GrayFrame, MotionDetector, MotionParams, MotionResult, ZoneSet};
+use vakt_vision::{BackgroundMotion, GrayFrame, MotionDetector, MotionParams, MotionResult, ZoneSet, resize_gray};
 
+use crate::objects::{ObjectCounters, ObjectStage, Schedule, TrackedObject};
 use crate::scene::TamperStage;
 
 /// Who the events are from.
@@ -31,16 +33,25 @@ pub struct EventFactory {
     seq: SeqAllocator,
     clock: Box<dyn Clock>,
     /// Identity and start time of each open event, fixed at its `start` so that its updates and
-    /// its end carry exactly the same `id` and `started_at` (E2).
-    open: HashMap<(EventKind, Option<String>, u64), (String, OffsetDateTime)>,
+    /// its end carry exactly the same `id` and `started_at` (E2). Keyed by kind, zone, subject
+    /// (a rule's class or direction) and serial.
+    open: HashMap<EventKey, (String, OffsetDateTime)>,
 }
+
+type EventKey = (EventKind, Option<String>, Option<String>, u64);
 
 /// An event's identity is derived, not random: unique per (box, boot, kind, zone, serial), and
 /// identical across two replays of the same input.
-fn event_id(o: &Origin, kind: EventKind, zone: Option<&str>, serial: u64, onset: OffsetDateTime) -> String {
+fn event_id(o: &Origin, key: &EventKey, onset: OffsetDateTime) -> String {
+    let (kind, zone, subject, serial) = key;
     let mut h = Sha256::new();
-    for part in [o.box_id.as_str(), o.camera.as_str(), kind.as_str(), zone.unwrap_or("")] {
+    for part in [o.box_id.as_str(), o.camera.as_str(), kind.as_str(), zone.as_deref().unwrap_or("")] {
         h.update(part.as_bytes());
+        h.update([0]);
+    }
+    // events without a subject hash exactly as before subjects existed: ids stay stable
+    if let Some(s) = subject {
+        h.update(s.as_bytes());
         h.update([0]);
     }
     h.update(o.boot.to_be_bytes());
@@ -61,6 +72,7 @@ impl EventFactory {
         &mut self,
         kind: EventKind,
         zone: Option<&str>,
+        subject: Option<&str>,
         tr: &Transition,
         attrs: serde_json::Map<String, serde_json::Value>,
     ) -> std::io::Result<Event> {
@@ -69,21 +81,25 @@ impl EventFactory {
             TransitionPhase::Start => Phase::Start,
             TransitionPhase::Update => Phase::Update,
             TransitionPhase::End => Phase::End,
+            TransitionPhase::Instant => Phase::Instant,
         };
-        let key = (kind, zone.map(str::to_string), tr.serial);
+        let key = (kind, zone.map(str::to_string), subject.map(str::to_string), tr.serial);
         let (id, started) = match self.open.get(&key) {
             Some(known) => known.clone(),
             None => {
                 let started = at - time::Duration::seconds_f64(tr.at - tr.onset);
-                let known = (event_id(&self.origin, kind, zone, tr.serial, started), started);
-                self.open.insert(key.clone(), known.clone());
+                let known = (event_id(&self.origin, &key, started), started);
+                if phase != Phase::Instant {
+                    self.open.insert(key.clone(), known.clone());
+                }
                 known
             }
         };
         if phase == Phase::End {
             self.open.remove(&key);
         }
-        let ended_at = (phase == Phase::End).then(|| rfc3339(at - time::Duration::seconds_f64(tr.at - tr.last_active)));
+        let ended_at = matches!(phase, Phase::End | Phase::Instant)
+            .then(|| rfc3339(at - time::Duration::seconds_f64(tr.at - tr.last_active)));
         Ok(Event {
             v: EVENT_VERSION,
             id,
@@ -114,9 +130,19 @@ struct SignalState {
     serial: u64,
 }
 
-/// Motion analysis and event lifecycles for one camera.
+/// One analysed frame.
+pub struct Analysed {
+    pub motion: MotionResult,
+    pub events: Vec<Event>,
+    /// Reported tracks (input pixels) and whether the detector ran; `None` without detection.
+    pub objects: Option<(Schedule, Vec<TrackedObject>)>,
+}
+
+/// Motion and object analysis and event lifecycles for one camera.
 pub struct Analyzer {
     detector: Box<dyn MotionDetector>,
+    motion_width: u32,
+    objects: Option<ObjectStage>,
     zones: ZoneSet,
     lifecycles: Vec<Lifecycle>,
     last_blobs: Vec<u32>,
@@ -132,11 +158,13 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    /// `tamper` is `None` when `[tamper] enabled = false`.
+    /// `tamper` is `None` when `[tamper] enabled = false`; `objects` is `None` when
+    /// `[detect] enabled = false`.
     pub fn new(
         cfg: &Config,
         factory: EventFactory,
         tamper: Option<TamperStage>,
+        objects: Option<ObjectStage>,
     ) -> Result<Self, vakt_vision::VisionError> {
         let detector = Box::new(BackgroundMotion::new(MotionParams::from_config(&cfg.motion))?);
         let zones = ZoneSet::new(&cfg.zones.iter().map(|z| (z.name.clone(), z.polygon.clone())).collect::<Vec<_>>());
@@ -148,6 +176,8 @@ impl Analyzer {
         let n = zones.names().len();
         Ok(Analyzer {
             detector,
+            motion_width: cfg.motion.width,
+            objects,
             zones,
             lifecycles: vec![Lifecycle::new(params); n],
             last_blobs: vec![0; n],
@@ -162,11 +192,18 @@ impl Analyzer {
         })
     }
 
-    /// Analyses one frame; returns its motion and the events it caused.
-    pub fn process(&mut self, frame: &StaticMaskedFrame) -> anyhow::Result<(MotionResult, Vec<Event>)> {
+    /// Analyses one frame: its motion, its objects, and the events they caused.
+    pub fn process(&mut self, frame: &StaticMaskedFrame) -> anyhow::Result<Analysed> {
         let t = frame.media_time_s();
         self.last_t = t;
-        let gray = GrayFrame { width: frame.width(), height: frame.height(), data: frame.data() };
+        // Frames come at the detector's width when detection is on: motion and tamper checks run
+        // on a copy scaled to motion.width, as they were tuned.
+        let full = GrayFrame { width: frame.width(), height: frame.height(), data: frame.data() };
+        let scaled = (frame.width() != self.motion_width).then(|| resize_gray(full, self.motion_width)).transpose()?;
+        let gray = match &scaled {
+            Some((data, width, height)) => GrayFrame { width: *width, height: *height, data },
+            None => full,
+        };
         let motion = self.detector.detect(gray, t)?;
         let measured = self.zones.measure(&motion);
         let mut events = Vec::new();
@@ -185,7 +222,30 @@ impl Analyzer {
                 events.push(self.tamper_event(tt)?);
             }
         }
-        Ok((motion, events))
+        let objects = match &mut self.objects {
+            Some(stage) => {
+                let (schedule, objects, rule_events) = stage.process(frame, &motion)?;
+                for re in rule_events {
+                    events.push(self.rule_event(re)?);
+                }
+                Some((schedule, objects))
+            }
+            None => None,
+        };
+        Ok(Analysed { motion, events, objects })
+    }
+
+    fn rule_event(&mut self, re: RuleEvent) -> anyhow::Result<Event> {
+        Ok(self.factory.build(re.kind, re.zone.as_deref(), re.subject.as_deref(), &re.transition, re.attrs)?)
+    }
+
+    fn end_rules(&mut self, t: f64) -> anyhow::Result<Vec<Event>> {
+        let ends = self.objects.as_mut().map(|o| o.finish(t)).unwrap_or_default();
+        ends.into_iter().map(|re| self.rule_event(re)).collect()
+    }
+
+    pub fn object_counters(&self) -> Option<ObjectCounters> {
+        self.objects.as_ref().map(ObjectStage::counters)
     }
 
     fn tamper_event(&mut self, tt: vakt_core::tamper::TamperTransition) -> anyhow::Result<Event> {
@@ -206,7 +266,7 @@ impl Analyzer {
             };
             attrs.insert(name.into(), round(tt.value, 3).into());
         }
-        Ok(self.factory.build(tt.kind, None, &tr, attrs)?)
+        Ok(self.factory.build(tt.kind, None, None, &tr, attrs)?)
     }
 
     /// The housing switch changed (debounced). Not a video measurement: stamped with the media
@@ -234,7 +294,7 @@ impl Analyzer {
             }
             _ => return Ok(Vec::new()),
         };
-        Ok(vec![self.factory.build(EventKind::HousingOpened, None, &tr, serde_json::Map::new())?])
+        Ok(vec![self.factory.build(EventKind::HousingOpened, None, None, &tr, serde_json::Map::new())?])
     }
 
     /// Alarm conditions open now: the status is `degraded` while any is.
@@ -259,7 +319,7 @@ impl Analyzer {
         let zone = self.zones.names()[zone_index].clone();
         let mut attrs = serde_json::Map::new();
         attrs.insert("blobs".into(), self.last_blobs[zone_index].into());
-        Ok(self.factory.build(EventKind::Motion, zone.as_deref(), tr, attrs)?)
+        Ok(self.factory.build(EventKind::Motion, zone.as_deref(), None, tr, attrs)?)
     }
 
     /// The camera stopped delivering frames.
@@ -269,6 +329,7 @@ impl Analyzer {
         }
         // Motion and the picture cannot be judged without frames: end what is open first.
         let mut events = self.end_all(media_time_s)?;
+        events.extend(self.end_rules(media_time_s)?);
         events.extend(self.end_tamper(media_time_s)?);
         let serial = self.signal_serial;
         self.signal_serial += 1;
@@ -305,7 +366,7 @@ impl Analyzer {
     fn signal_event(&mut self, tr: &Transition, reason: &str) -> anyhow::Result<Event> {
         let mut attrs = serde_json::Map::new();
         attrs.insert("reason".into(), reason.into());
-        Ok(self.factory.build(EventKind::SignalLost, None, tr, attrs)?)
+        Ok(self.factory.build(EventKind::SignalLost, None, None, tr, attrs)?)
     }
 
     fn end_all(&mut self, t: f64) -> anyhow::Result<Vec<Event>> {
@@ -322,6 +383,7 @@ impl Analyzer {
     pub fn finish(&mut self) -> anyhow::Result<Vec<Event>> {
         let t = self.last_t;
         let mut events = self.end_all(t)?;
+        events.extend(self.end_rules(t)?);
         events.extend(self.end_tamper(t)?);
         if self.housing.is_some() {
             events.extend(self.housing(false)?);
@@ -346,7 +408,7 @@ mod tests {
         .unwrap();
         let origin = Origin { box_id: "b1".into(), site: "s".into(), camera: "cam0".into(), boot: 1 };
         let clock = MediaClock { anchor: time::OffsetDateTime::UNIX_EPOCH };
-        Analyzer::new(&cfg, EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(clock)), None).unwrap()
+        Analyzer::new(&cfg, EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(clock)), None, None).unwrap()
     }
 
     #[test]

@@ -16,13 +16,18 @@ use vakt_core::source::SourceSpec;
 use vakt_media::{Capture, CaptureConfig, CaptureMsg, Pacing, Recovery};
 use vakt_vision::MotionResult;
 
+use vakt_core::event::round;
+
 use crate::analysis::{Analyzer, EventFactory, Origin};
+use crate::objects::{ObjectStage, TrackedObject, analysis_frames};
 use crate::scene::{ReferenceSource, TamperStage};
 
 pub struct AnalyzeArgs {
     pub input: String,
     pub events: PathBuf,
     pub motion_masks: Option<PathBuf>,
+    /// One JSON line per decoded frame with the reported tracks.
+    pub tracks: Option<PathBuf>,
     /// Wall-clock time the first frame stands for.
     pub start_time: OffsetDateTime,
     /// Commissioned scene; `None`: learn it from the start of the input.
@@ -32,6 +37,8 @@ pub struct AnalyzeArgs {
 pub struct AnalyzeSummary {
     pub frames: u64,
     pub events: u64,
+    /// Frames the object detector ran on (0 without detection).
+    pub detector_runs: u64,
 }
 
 pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummary> {
@@ -47,9 +54,18 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     if let Some(dir) = &args.motion_masks {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --motion-masks {}", dir.display()))?;
     }
+    if args.tracks.is_some() && !cfg.detect.enabled {
+        anyhow::bail!("--tracks needs object detection; the config sets `[detect] enabled = false`");
+    }
     let out = std::fs::File::create(&args.events)
         .with_context(|| format!("cannot create --events {}", args.events.display()))?;
     let mut out = std::io::BufWriter::new(out);
+    let mut tracks_out = match &args.tracks {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create --tracks {}", p.display()))?,
+        )),
+        None => None,
+    };
 
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot: 0 };
@@ -62,11 +78,14 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
         };
         TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
     });
-    let mut analyzer = Analyzer::new(cfg, factory, tamper)?;
+    let objects = if cfg.detect.enabled { Some(ObjectStage::load(cfg)?) } else { None };
+    let mut analyzer = Analyzer::new(cfg, factory, tamper, objects)?;
+    let (analysis_width, colour) = analysis_frames(cfg);
     let mut capture = Capture::start(CaptureConfig {
         source: spec,
         privacy: cfg.privacy.polygons(),
-        analysis_width: cfg.motion.width,
+        analysis_width,
+        colour,
         pacing: Pacing::Offline,
         recovery: Recovery::Stop,
         loop_stored: false,
@@ -97,11 +116,14 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
         match msg {
             CaptureMsg::Frame(f) => {
                 frames += 1;
-                let (motion, evs) = analyzer.process(&f)?;
+                let a = analyzer.process(&f)?;
                 if let Some(dir) = &args.motion_masks {
-                    write_mask(dir, f.index(), &motion, f.source_size())?;
+                    write_mask(dir, f.index(), &a.motion, f.source_size())?;
                 }
-                write_events(evs, &mut out)?;
+                if let (Some(w), Some((_, objects))) = (tracks_out.as_mut(), &a.objects) {
+                    write_tracks(w, f.index(), objects)?;
+                }
+                write_events(a.events, &mut out)?;
                 if frames % 25 == 0 {
                     let total_ms = counters.duration_ms.load(std::sync::atomic::Ordering::Relaxed);
                     if total_ms > 0 && !sized {
@@ -128,11 +150,36 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     capture.stop();
     write_events(analyzer.finish()?, &mut out)?;
     out.flush()?;
+    if let Some(w) = tracks_out.as_mut() {
+        w.flush()?;
+    }
     bar.finish_and_clear();
     if frames == 0 {
         anyhow::bail!("--input {:?}: no frame could be decoded", args.input);
     }
-    Ok(AnalyzeSummary { frames, events })
+    let detector_runs = analyzer.object_counters().map(|c| c.detector_runs).unwrap_or(0);
+    Ok(AnalyzeSummary { frames, events, detector_runs })
+}
+
+/// `{"frame": N, "objects": [{"track", "class", "score", "box": [left, top, width, height]}]}`,
+/// N from 1, boxes in input pixels.
+fn write_tracks(w: &mut impl Write, frame: u64, objects: &[TrackedObject]) -> anyhow::Result<()> {
+    let objects: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|o| {
+            let b = o.bbox;
+            serde_json::json!({
+                "track": o.track,
+                "class": o.class.as_str(),
+                "score": round(o.score as f64, 3),
+                "box": [round(b.x as f64, 1), round(b.y as f64, 1), round(b.w as f64, 1), round(b.h as f64, 1)],
+                "coasting": o.coasting,
+            })
+        })
+        .collect();
+    serde_json::to_writer(&mut *w, &serde_json::json!({ "frame": frame, "objects": objects }))?;
+    w.write_all(b"\n")?;
+    Ok(())
 }
 
 /// Writes `DIR/NNNNNN.png` at the input resolution (nearest neighbour), 255 = moving.

@@ -40,7 +40,9 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
     let mut capture = Capture::start(CaptureConfig {
         source: cfg.source.spec.clone(),
         privacy: cfg.privacy.polygons(),
-        analysis_width: cfg.motion.width,
+        // the same frames as the running box, so the reference fits what it will compare against
+        analysis_width: crate::objects::analysis_frames(cfg).0,
+        colour: false,
         pacing: Pacing::Live,
         recovery: Recovery::Stop,
         loop_stored: cfg.source.loop_files,
@@ -61,8 +63,9 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
         match msg {
             Ok(CaptureMsg::Frame(f)) => {
                 frames += 1;
-                let g = GrayFrame { width: f.width(), height: f.height(), data: f.data() };
-                stage.process(g, f.media_time_s())?;
+                let full = GrayFrame { width: f.width(), height: f.height(), data: f.data() };
+                let (data, width, height) = vakt_vision::resize_gray(full, cfg.motion.width)?;
+                stage.process(GrayFrame { width, height, data: &data }, f.media_time_s())?;
                 if let Some((r, from)) = stage.learned() {
                     break (r.clone(), from.samples(), from.max_dark, from.max_bright);
                 }

@@ -201,6 +201,7 @@ fn camera(cfg: &Config, timeout: Duration) -> Check {
         source: cfg.source.spec.clone(),
         privacy: cfg.privacy.polygons(),
         analysis_width: cfg.motion.width,
+        colour: false,
         pacing: Pacing::Live,
         recovery: Recovery::Stop,
         loop_stored: false,

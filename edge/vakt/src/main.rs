@@ -9,6 +9,7 @@ mod doctor;
 mod housing;
 mod mqtt;
 mod notify;
+mod objects;
 mod run;
 mod scene;
 
@@ -59,6 +60,11 @@ enum Command {
         /// Write each frame's foreground mask as DIR/000001.png (255 = moving).
         #[arg(long)]
         motion_masks: Option<PathBuf>,
+        /// Write the tracked objects, one JSON line per decoded frame: {"frame": N (from 1),
+        /// "objects": [{"track", "class", "score", "box": [left, top, width, height], "coasting"}]}
+        /// with boxes in input pixels. Needs `[detect] enabled`.
+        #[arg(long, value_name = "OUT.jsonl")]
+        tracks: Option<PathBuf>,
         /// Wall-clock time that media time 0 stands for (RFC 3339); events are stamped relative to it.
         #[arg(long, default_value = "1970-01-01T00:00:00Z")]
         start_time: String,
@@ -152,7 +158,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run::run(cfg, run::RunOptions { print_events, fault_stall_analysis_after }))
         }
-        Command::Analyze { input, events, motion_masks, start_time, scene_reference } => {
+        Command::Analyze { input, events, motion_masks, tracks, start_time, scene_reference } => {
             let cfg = load_config(&cli.config)?;
             let start_time = OffsetDateTime::parse(&start_time, &Rfc3339)
                 .map_err(|e| UsageError(format!("--start-time {start_time:?}: not an RFC 3339 time ({e})")))?;
@@ -171,9 +177,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     Some(r.reference)
                 }
             };
-            let args = analyze::AnalyzeArgs { input, events, motion_masks, start_time, scene_reference };
+            let args = analyze::AnalyzeArgs { input, events, motion_masks, tracks, start_time, scene_reference };
             let s = analyze::analyze(&cfg, &args)?;
             eprintln!("analysed {} frames, wrote {} events to {}", s.frames, s.events, args.events.display());
+            if cfg.detect.enabled {
+                eprintln!("the object detector ran on {} of {} frames", s.detector_runs, s.frames);
+            }
             Ok(())
         }
         Command::Commission { force } => {
@@ -205,6 +214,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 cfg.motion.masks.len(),
                 cfg.zones.len()
             );
+            if cfg.detect.enabled {
+                println!(
+                    "  object detection: {} every {} with motion or tracks, every {} otherwise; {} line(s)",
+                    cfg.detect.model,
+                    humantime::format_duration(cfg.detect.interval),
+                    humantime::format_duration(cfg.detect.idle_interval),
+                    cfg.lines.len()
+                );
+            } else {
+                println!("  object detection off: motion and tamper events only");
+            }
             if cfg.mqtt.embedded_broker.is_some() {
                 println!("  warning: embedded development broker enabled (loopback only); not for a deployed box");
             }
@@ -287,6 +307,8 @@ pub(crate) fn audit_config_change(cfg: &Config, actor: &str) -> anyhow::Result<(
             "retention_s": cfg.storage.max_age.as_secs(),
             "privacy_masks": cfg.privacy.masks.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
             "zones": cfg.zones.iter().map(|z| z.name.clone()).collect::<Vec<_>>(),
+            "lines": cfg.lines.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+            "detection": cfg.detect.enabled,
         }),
     )?;
     vakt_core::counters::write_durable(&digest_path, format!("{}\n", cfg.digest).as_bytes())

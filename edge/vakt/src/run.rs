@@ -69,6 +69,7 @@ fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> V
         "boot": boot,
         "since": since,
         "config_digest": cfg.digest,
+        "detection": cfg.detect.enabled.then_some(&cfg.detect.model),
         "recording": cfg.storage.record,
         "retention_s": cfg.storage.max_age.as_secs(),
         "retention": humantime::format_duration(cfg.storage.max_age).to_string(),
@@ -160,6 +161,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         crate::scene::TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
     });
 
+    // A missing or damaged model does not heal by restarting: exit 2, like a config error.
+    let objects = if cfg.detect.enabled {
+        Some(crate::objects::ObjectStage::load(&cfg).map_err(|e| crate::UsageError(format!("{e:#}")))?)
+    } else {
+        tracing::warn!("object detection is off (`[detect] enabled = false`): motion and tamper events only");
+        None
+    };
+
     if let Some(addr) = cfg.mqtt.embedded_broker {
         broker::start(addr)?;
     }
@@ -186,7 +195,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut capture = Capture::start(CaptureConfig {
         source: cfg.source.spec.clone(),
         privacy: cfg.privacy.polygons(),
-        analysis_width: cfg.motion.width,
+        analysis_width: crate::objects::analysis_frames(&cfg).0,
+        colour: crate::objects::analysis_frames(&cfg).1,
         pacing: Pacing::Live,
         recovery: Recovery::Reconnect { max: cfg.source.reconnect_max },
         loop_stored: cfg.source.loop_files,
@@ -204,7 +214,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let stats = Arc::new(AnalysisStats::default());
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot };
-    let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)), tamper)?;
+    let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)), tamper, objects)?;
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
@@ -264,7 +274,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                             return Ok(());
                         }
                         st.frames.fetch_add(1, Ordering::Relaxed);
-                        analyzer.process(&f)?.1
+                        analyzer.process(&f)?.events
                     }
                     CaptureMsg::SignalLost { reason, media_time_s } => analyzer.signal_lost(&reason, media_time_s)?,
                     CaptureMsg::SignalRestored { media_time_s } => {

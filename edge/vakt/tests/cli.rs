@@ -25,7 +25,9 @@ end_after = "1s"
 
 fn write_cfg(dir: &Path, extra: &str) -> std::path::PathBuf {
     let p = dir.join("vakt.toml");
-    std::fs::write(&p, format!("{OFFLINE_CFG}\n{extra}")).unwrap();
+    // Object detection is exercised by its own tests; here it would only slow the motion ones.
+    let detect = if extra.contains("[detect]") { "" } else { "[detect]\nenabled = false\n" };
+    std::fs::write(&p, format!("{OFFLINE_CFG}\n{detect}{extra}")).unwrap();
     p
 }
 

@@ -8,5 +8,7 @@ pub mod tamper;
 pub mod zones;
 
 pub use detector::{BgrFrame, Detector, YoloxParams, YoloxTract};
-pub use motion::{BackgroundMotion, Blob, GrayFrame, MotionDetector, MotionParams, MotionResult, VisionError};
+pub use motion::{
+    BackgroundMotion, Blob, GrayFrame, MotionDetector, MotionParams, MotionResult, VisionError, resize_gray,
+};
 pub use zones::{ZoneMotion, ZoneSet};

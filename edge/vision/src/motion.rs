@@ -17,6 +17,23 @@ pub struct GrayFrame<'a> {
     pub data: &'a [u8],
 }
 
+/// Scales a grey frame to `width` (the height keeps the aspect ratio, rounded) by area averaging:
+/// motion runs at its own width when analysis frames come wider for the detector.
+pub fn resize_gray(frame: GrayFrame<'_>, width: u32) -> Result<(Vec<u8>, u32, u32), VisionError> {
+    let (w, h) = (frame.width, frame.height);
+    if w == 0 || h == 0 || frame.data.len() != (w * h) as usize {
+        return Err(VisionError::BadFrame { width: w, height: h, got: frame.data.len() });
+    }
+    let height = ((h as u64 * width as u64 + w as u64 / 2) / w as u64).max(1) as u32;
+    if (width, height) == (w, h) {
+        return Ok((frame.data.to_vec(), w, h));
+    }
+    let src = Mat::new_rows_cols_with_data(h as i32, w as i32, frame.data)?;
+    let mut dst = Mat::default();
+    imgproc::resize(&src, &mut dst, Size::new(width as i32, height as i32), 0.0, 0.0, imgproc::INTER_AREA)?;
+    Ok((dst.data_bytes()?.to_vec(), width, height))
+}
+
 /// A moving region, in working-resolution pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blob {
@@ -369,5 +386,20 @@ mod tests {
         let mut d = BackgroundMotion::new(params()).unwrap();
         let e = d.detect(GrayFrame { width: 10, height: 10, data: &[0; 5] }, 0.0).unwrap_err();
         assert!(e.to_string().contains("expected 10x10"));
+    }
+
+    #[test]
+    fn grey_frames_scale_down_by_area_average() {
+        // 4 x 2 -> 2 x 1: each output pixel is the mean of a 2 x 2 block
+        let data = [0u8, 100, 200, 200, 100, 200, 200, 200];
+        let (out, w, h) = resize_gray(GrayFrame { width: 4, height: 2, data: &data }, 2).unwrap();
+        assert_eq!((w, h, out), (2, 1, vec![100, 200]));
+        // the same width is a copy; 416 x 234 -> 320 x 180 keeps the aspect ratio
+        let same = resize_gray(GrayFrame { width: 4, height: 2, data: &data }, 4).unwrap();
+        assert_eq!(same.0, data.to_vec());
+        let big = vec![7u8; 416 * 234];
+        let (_, w, h) = resize_gray(GrayFrame { width: 416, height: 234, data: &big }, 320).unwrap();
+        assert_eq!((w, h), (320, 180));
+        assert!(resize_gray(GrayFrame { width: 4, height: 2, data: &data[..7] }, 2).is_err());
     }
 }

@@ -222,6 +222,8 @@ impl TestConfig {
     pub fn new(broker_url: &str, source: &str, extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vakt.toml");
+        // Object detection only where a test asks for it: it is slow in debug builds.
+        let detect = if extra.contains("[detect]") { "" } else { "[detect]\nenabled = false\n" };
         let text = format!(
             r#"
 [box]
@@ -246,7 +248,7 @@ record = false
 start_after = "200ms"
 update_interval = "1s"
 end_after = "1s"
-{extra}
+{detect}{extra}
 "#
         );
         std::fs::write(&path, text).unwrap();

@@ -1,0 +1,159 @@
+//! Runs the box's rules (vakt_core::rules, with the zones, lines and thresholds of a config) over a
+//! TRACKS.jsonl file: the rule truth of the analytics evaluation, when the tracks are the ground
+//! truth (benches/eval/gt_tracks.py). Velocities are estimated from consecutive boxes with the
+//! tracker's own smoothing. Writes rule events as JSON lines with the fields
+//! benches/eval/rule_eval.py reads (kind, phase, id, zone, media_time_s, onset_media_time_s, attrs).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+
+use vakt_core::detect::ObjectClass;
+use vakt_core::lifecycle::{LifecycleParams, TransitionPhase};
+use vakt_core::rules::{LineRule, RuleEngine, RuleObject, RuleZone, RulesParams};
+
+#[derive(Parser)]
+struct Args {
+    /// The evaluation config (zones, lines, [rules], [events]).
+    #[arg(long)]
+    config: PathBuf,
+    /// TRACKS.jsonl: one line per frame, boxes in pixels.
+    #[arg(long)]
+    tracks: PathBuf,
+    #[arg(long)]
+    width: f64,
+    #[arg(long)]
+    height: f64,
+    /// Frames per second of the video (media time of frame N is (N - 1) / fps).
+    #[arg(long)]
+    fps: f64,
+    #[arg(long)]
+    events: PathBuf,
+}
+
+struct Seen {
+    t: f64,
+    centre: (f64, f64),
+    velocity: Option<(f64, f64)>,
+    first: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let cfg = vakt_core::config::load(&a.config)?;
+    let zones = if cfg.zones.is_empty() {
+        vec![RuleZone {
+            name: None,
+            polygon: None,
+            loiter_time: cfg.rules.loiter_time,
+            crowd_size: cfg.rules.crowd_size,
+            crowd_time: cfg.rules.crowd_time,
+        }]
+    } else {
+        cfg.zones
+            .iter()
+            .map(|z| RuleZone {
+                name: Some(z.name.clone()),
+                polygon: Some(z.polygon.clone()),
+                loiter_time: z.loiter_time,
+                crowd_size: z.crowd_size,
+                crowd_time: z.crowd_time,
+            })
+            .collect()
+    };
+    let lines = cfg
+        .lines
+        .iter()
+        .map(|l| LineRule {
+            name: l.name.clone(),
+            a: (l.a[0], l.a[1]),
+            b: (l.b[0], l.b[1]),
+            classes: l.classes.clone(),
+        })
+        .collect();
+    let params = RulesParams {
+        presence_classes: cfg.rules.presence_classes.clone(),
+        running_speed: cfg.rules.running_speed,
+        running_people: cfg.rules.running_people,
+        running_time: cfg.rules.running_time,
+        events: LifecycleParams {
+            start_after: cfg.events.start_after,
+            update_interval: cfg.events.update_interval,
+            end_after: cfg.events.end_after,
+        },
+    };
+    let mut engine = RuleEngine::new(params, zones, lines);
+    let input = std::fs::File::open(&a.tracks).with_context(|| format!("cannot read {}", a.tracks.display()))?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&a.events)?);
+    let mut seen: HashMap<u64, Seen> = HashMap::new();
+    let mut last_t = 0.0;
+    let write = |evs: Vec<vakt_core::rules::RuleEvent>, out: &mut dyn Write| -> anyhow::Result<()> {
+        for e in evs {
+            let tr = e.transition;
+            let phase = match tr.phase {
+                TransitionPhase::Start => "start",
+                TransitionPhase::Update => "update",
+                TransitionPhase::End => "end",
+                TransitionPhase::Instant => "instant",
+            };
+            let id = format!(
+                "{}/{}/{}/{}",
+                e.kind.as_str(),
+                e.zone.as_deref().unwrap_or(""),
+                e.subject.as_deref().unwrap_or(""),
+                tr.serial
+            );
+            let line = json!({
+                "kind": e.kind.as_str(), "phase": phase, "id": id, "zone": e.zone,
+                "media_time_s": tr.at, "onset_media_time_s": tr.onset, "attrs": e.attrs,
+            });
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    };
+    for (n, line) in std::io::BufReader::new(input).lines().enumerate() {
+        let line = line?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("{} line {}", a.tracks.display(), n + 1))?;
+        let frame = v["frame"].as_u64().with_context(|| format!("line {}: no frame", n + 1))?;
+        let t = (frame - 1) as f64 / a.fps;
+        last_t = t;
+        let mut objects = Vec::new();
+        for o in v["objects"].as_array().into_iter().flatten() {
+            let id = o["track"].as_u64().context("track")?;
+            let class = ObjectClass::parse(o["class"].as_str().unwrap_or("")).context("class")?;
+            let b: Vec<f64> = o["box"].as_array().context("box")?.iter().filter_map(|x| x.as_f64()).collect();
+            anyhow::ensure!(b.len() == 4, "line {}: box needs 4 numbers", n + 1);
+            let centre = (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
+            // the tracker's velocity: the first displacement, then smoothed 0.6 old + 0.4 new
+            let s = seen.entry(id).or_insert(Seen { t, centre, velocity: None, first: t });
+            if t > s.t {
+                let inst = ((centre.0 - s.centre.0) / (t - s.t), (centre.1 - s.centre.1) / (t - s.t));
+                s.velocity = Some(match s.velocity {
+                    None => inst,
+                    Some(v) => (0.6 * v.0 + 0.4 * inst.0, 0.6 * v.1 + 0.4 * inst.1),
+                });
+                s.t = t;
+                s.centre = centre;
+            }
+            let (vx, vy) = s.velocity.unwrap_or((0.0, 0.0));
+            objects.push(RuleObject {
+                track: id,
+                class,
+                bbox: [b[0] / a.width, b[1] / a.height, b[2] / a.width, b[3] / a.height],
+                coasting: false,
+                speed: ((vx / a.width).powi(2) + (vy / a.height).powi(2)).sqrt(),
+                speed_heights: if b[3] > 0.0 { (vx * vx + vy * vy).sqrt() / b[3] } else { 0.0 },
+                age_s: t - s.first,
+            });
+        }
+        write(engine.update(t, &objects), &mut out)?;
+    }
+    write(engine.finish(last_t), &mut out)?;
+    out.flush()?;
+    Ok(())
+}
