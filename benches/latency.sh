@@ -32,6 +32,8 @@ uri = "test://ball?width=640&height=360&fps=15"
 url = "mqtt://127.0.0.1:$port"
 [storage]
 record = false
+[detect]
+enabled = false   # motion events: the latency of the event path, not of the detector
 [events]
 update_interval = "1s"
 CFG
@@ -55,10 +57,13 @@ q = lambda p: lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
 print(f"events: {len(lat)}; latency ms: p50 {q(50):.2f}, p99 {q(99):.2f}, max {lat[-1]:.2f}")
 PY
 echo
-echo "## Replay throughput: vakt analyze on vtest.avi (795 frames, 768×576)"
+echo "## Replay throughput: vakt analyze on vtest.avi (795 frames, 768×576), object detection off"
+# (with detection: benches/run-analytics.sh, "cost per frame")
+sed -e "s#\.\./\.\./#$PWD/#g" -e '/^\[detect\]/,/^\[/ s/^enabled = true/enabled = false/' \
+    deploy/config/example.toml >"$tmp/replay.toml"
 for i in 1 2 3; do
   s=$(date +%s.%N)
-  target/release/vakt --config deploy/config/example.toml analyze --input .data/vtest.avi --events "$tmp/e.jsonl" 2>/dev/null
+  target/release/vakt --config "$tmp/replay.toml" analyze --input .data/vtest.avi --events "$tmp/e.jsonl" 2>/dev/null
   e=$(date +%s.%N)
   python3 -c "d=$e-$s; print(f'run $i: {d:.2f} s, {795/d:.0f} frames/s')"
 done

@@ -35,7 +35,13 @@ done
 
 cdnet=${CDNET:-../shared/data/video/cdnet-highway}
 out=${OUT:-/tmp/vakt-motion-bench}
-config=deploy/config/example.toml
+# the demo config with object detection off: this measures motion alone, on grey frames captured
+# at motion.width (with detection on, motion sees the luma of the detector's frames, scaled down)
+mkdir -p "$out"
+config="$out/motion.toml"
+sed -e "s#\.\./\.\./#$PWD/#g" -e '/^\[detect\]/,/^\[/ s/^enabled = true/enabled = false/' \
+    deploy/config/example.toml >"$config"
+grep -A1 '^\[detect\]' "$config" | grep -q 'enabled = false' || { echo "run-motion.sh: cannot turn detection off in $config" >&2; exit 1; }
 if [[ ! -f "$cdnet/input/in000001.jpg" || ! -f "$cdnet/groundtruth/gt000001.png" ]]; then
     echo "run-motion.sh: no CDnet sequence at $cdnet (expected input/in000001.jpg and groundtruth/gt000001.png);" \
         "set CDNET, see ../shared/data/README.md" >&2

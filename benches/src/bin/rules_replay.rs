@@ -1,7 +1,8 @@
 //! Runs the box's rules (vakt_core::rules, with the zones, lines and thresholds of a config) over a
 //! TRACKS.jsonl file: the rule truth of the analytics evaluation, when the tracks are the ground
-//! truth (benches/eval/gt_tracks.py). Velocities are estimated from consecutive boxes with the
-//! tracker's own smoothing. Writes rule events as JSON lines with the fields
+//! truth (benches/eval/gt_tracks.py). Velocities are estimated as the box's tracker does: from
+//! box displacements at the detector's cadence (`detect.interval` of media time), smoothed
+//! 0.6 old + 0.4 new. Writes rule events as JSON lines with the fields
 //! benches/eval/rule_eval.py reads (kind, phase, id, zone, media_time_s, onset_media_time_s, attrs).
 
 use std::collections::HashMap;
@@ -90,6 +91,7 @@ fn main() -> anyhow::Result<()> {
     let input = std::fs::File::open(&a.tracks).with_context(|| format!("cannot read {}", a.tracks.display()))?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(&a.events)?);
     let mut seen: HashMap<u64, Seen> = HashMap::new();
+    let cadence = cfg.detect.interval.as_secs_f64();
     let mut last_t = 0.0;
     let write = |evs: Vec<vakt_core::rules::RuleEvent>, out: &mut dyn Write| -> anyhow::Result<()> {
         for e in evs {
@@ -131,7 +133,8 @@ fn main() -> anyhow::Result<()> {
             let centre = (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
             // the tracker's velocity: the first displacement, then smoothed 0.6 old + 0.4 new
             let s = seen.entry(id).or_insert(Seen { t, centre, velocity: None, first: t });
-            if t > s.t {
+            // a microsecond of slack, as the detector's schedule has
+            if t > s.t && t - s.t + 1e-6 >= cadence {
                 let inst = ((centre.0 - s.centre.0) / (t - s.t), (centre.1 - s.centre.1) / (t - s.t));
                 s.velocity = Some(match s.velocity {
                     None => inst,
@@ -146,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 class,
                 bbox: [b[0] / a.width, b[1] / a.height, b[2] / a.width, b[3] / a.height],
                 coasting: false,
+                missed: false,
                 speed: ((vx / a.width).powi(2) + (vy / a.height).powi(2)).sqrt(),
                 speed_heights: if b[3] > 0.0 { (vx * vx + vy * vy).sqrt() / b[3] } else { 0.0 },
                 age_s: t - s.first,

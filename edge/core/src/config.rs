@@ -936,9 +936,12 @@ fn detect(r: RawDetect, motion_width: u32) -> Result<DetectConfig, ConfigError> 
     )?;
     if idle_interval < interval {
         return Err(err(
-            "detect.idle_interval",
-            format!("{:?}", humantime::format_duration(idle_interval).to_string()),
-            "at least detect.interval",
+            "detect.interval",
+            format!("{:?}", humantime::format_duration(interval).to_string()),
+            format!(
+                "at most detect.idle_interval ({}): the idle schedule is the slower one",
+                humantime::format_duration(idle_interval)
+            ),
         ));
     }
     Ok(DetectConfig { enabled, model, width, interval, idle_interval, high_score, low_score })
@@ -1382,7 +1385,11 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
             (format!("{GOOD}\n[detect]\nmodel = \"yolo9000\"\n"), "`detect.model` = \"yolo9000\"", "\"yolox_nano\""),
             (format!("{GOOD}\n[detect]\nwidth = 200\n"), "`detect.width` = 200", "motion.width"),
             (format!("{GOOD}\n[detect]\nlow_score = 0.6\n"), "`detect.low_score` = 0.6", "high_score"),
-            (format!("{GOOD}\n[detect]\ninterval = \"3s\"\n"), "`detect.idle_interval`", "at least"),
+            (
+                format!("{GOOD}\n[detect]\ninterval = \"3s\"\n"),
+                "`detect.interval` = \"3s\"",
+                "at most detect.idle_interval (2s)",
+            ),
             (
                 format!("{GOOD}\n[rules]\npresence_classes = [\"dog\"]\n"),
                 "`rules.presence_classes[0]` = \"dog\"",

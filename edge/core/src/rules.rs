@@ -34,8 +34,12 @@ pub struct RuleObject {
     pub class: ObjectClass,
     /// Normalised `[left, top, width, height]`.
     pub bbox: BBox,
-    /// The box is a prediction: the track was not matched at this frame.
+    /// The box is a prediction: the track was not matched at this frame (the detector did not
+    /// run, or did not find it). Line crossing ignores such boxes (B9).
     pub coasting: bool,
+    /// The detector missed the track at its last run: its velocity is no longer measured.
+    /// Running ignores such tracks (B7); a track merely predicted between two runs still counts.
+    pub missed: bool,
     /// Centre speed, share of the frame per second.
     pub speed: f64,
     /// Centre speed in the object's own box heights per second (independent of perspective).
@@ -427,8 +431,10 @@ impl Key {
                 let crowded = view.people.len() as u64 > u64::from(view.zone.crowd_size);
                 (crowded, Measure::of(&view.people, 0.0))
             }
-            // B7, B8: enough runners. A coasting box moves at its old velocity, and a young track's
-            // velocity is one or two noisy box displacements, so neither is evidence of running.
+            // B7, B8: enough runners. A track the detector missed moves at its old velocity, and a
+            // young track's velocity is one or two noisy box displacements, so neither is evidence
+            // of running. A track predicted between two detector runs counts: the condition must
+            // hold on every frame for `running_time`.
             Key::Running => {
                 let min_age = RUNNING_MIN_AGE.as_secs_f64();
                 let runners: Vec<Located> = view
@@ -436,7 +442,7 @@ impl Key {
                     .iter()
                     .copied()
                     .filter(|p| {
-                        !p.obj.coasting && p.obj.age_s + EPS >= min_age && p.obj.speed_heights >= params.running_speed
+                        !p.obj.missed && p.obj.age_s + EPS >= min_age && p.obj.speed_heights >= params.running_speed
                     })
                     .collect();
                 let fastest = runners.iter().map(|p| p.obj.speed_heights).fold(0.0, f64::max);
@@ -685,6 +691,7 @@ mod tests {
             class,
             bbox: [x - 0.02, y - 0.2, 0.04, 0.2],
             coasting: false,
+            missed: false,
             speed: 0.05,
             speed_heights: 0.25,
             age_s: 10.0,
@@ -1001,8 +1008,8 @@ mod tests {
             ),
             ("one runner is not enough", Box::new(move |_| vec![runner(1, 3.0), inside(2)]), vec![]),
             (
-                "a coasting runner does not count",
-                Box::new(move |_| vec![runner(1, 3.0), RuleObject { coasting: true, ..runner(2, 3.0) }]),
+                "a runner the detector missed does not count",
+                Box::new(move |_| vec![runner(1, 3.0), RuleObject { coasting: true, missed: true, ..runner(2, 3.0) }]),
                 vec![],
             ),
             (

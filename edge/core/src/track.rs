@@ -126,6 +126,21 @@ impl Tracker {
         &self.tracks
     }
 
+    /// Whether any track may be an object at `t`: tentative, moved, or still young (not scenery,
+    /// R8).
+    pub fn has_live_tracks(&self, t: f64) -> bool {
+        self.tracks.iter().any(|tr| !self.is_scenery(tr, t))
+    }
+
+    fn is_scenery(&self, tr: &Track, t: f64) -> bool {
+        tr.confirmed && !tr.moved && t - tr.first_seen >= self.cfg.static_after
+    }
+
+    /// Forgets every track (a gap in the picture); ids are never reused.
+    pub fn clear(&mut self) {
+        self.tracks.clear();
+    }
+
     /// Folds in the detections of the frame at media time `t` and returns the tracks to report.
     pub fn update(&mut self, t: f64, detections: &[Detection]) -> Vec<TrackView> {
         let cfg = self.cfg.clone();
@@ -202,11 +217,7 @@ impl Tracker {
     pub fn report(&self, t: f64) -> Vec<TrackView> {
         self.tracks
             .iter()
-            .filter(|tr| {
-                tr.confirmed
-                    && (tr.moved || t - tr.first_seen < self.cfg.static_after)
-                    && t - tr.last_seen <= self.cfg.report_coast
-            })
+            .filter(|tr| tr.confirmed && !self.is_scenery(tr, t) && t - tr.last_seen <= self.cfg.report_coast)
             .map(|tr| TrackView {
                 id: tr.id,
                 class: tr.class,
@@ -398,6 +409,10 @@ mod tests {
         }
         assert!(walker_seen_late, "a walker stays reported");
         assert_eq!(post_ids.len(), 1);
+        // scenery alone does not keep the detector busy (S2)
+        let mut scenery_only = tr.clone();
+        scenery_only.tracks.retain(|t| t.bbox.x >= 290.0);
+        assert!(tr.has_live_tracks(12.0) && !scenery_only.has_live_tracks(12.0));
         // the post is kept, so it does not come back as a new track; once it moves it is reported
         // again under its own id
         let mut back = None;

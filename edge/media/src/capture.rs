@@ -402,7 +402,8 @@ fn install_callback(
                 let source_size = source_size(sink);
                 let mut f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number);
                 if let Some(c) = chroma {
-                    f = f.with_chroma(c);
+                    let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
+                    f = f.with_chroma(c, full);
                 }
                 match pacing {
                     Pacing::Live => match tx.try_send(CaptureMsg::Frame(f)) {

@@ -12,6 +12,8 @@ pub struct StaticMaskedFrame {
     data: Vec<u8>,
     /// U then V, each `ceil(width / 2) × ceil(height / 2)`, rows packed (I420 chroma).
     chroma: Option<Vec<u8>>,
+    /// The I420 values span 0 to 255 (JPEG, many webcams) rather than video's 16 to 235.
+    full_range: bool,
     width: u32,
     height: u32,
     source_size: (u32, u32),
@@ -28,13 +30,15 @@ impl StaticMaskedFrame {
         media_time_s: f64,
         index: u64,
     ) -> Self {
-        StaticMaskedFrame { data, chroma: None, width, height, source_size, media_time_s, index }
+        StaticMaskedFrame { data, chroma: None, full_range: false, width, height, source_size, media_time_s, index }
     }
 
-    /// Adds the chroma planes (U then V, each `ceil(w/2) × ceil(h/2)`) of an I420 frame.
-    pub(crate) fn with_chroma(mut self, chroma: Vec<u8>) -> Self {
+    /// Adds the chroma planes (U then V, each `ceil(w/2) × ceil(h/2)`) of an I420 frame, and
+    /// whether its values are full range (from the negotiated caps).
+    pub(crate) fn with_chroma(mut self, chroma: Vec<u8>, full_range: bool) -> Self {
         debug_assert_eq!(chroma.len(), 2 * chroma_len(self.width, self.height));
         self.chroma = Some(chroma);
+        self.full_range = full_range;
         self
     }
 
@@ -49,10 +53,16 @@ impl StaticMaskedFrame {
     }
 
     /// The frame in BGR order, 3 bytes per pixel, rows packed, converted from I420 with the
-    /// BT.601 limited-range matrix; `None` without colour. Made only when asked for: analysis
-    /// converts only the frames the detector looks at.
+    /// BT.601 matrix, limited or full range as the caps said; `None` without colour. Made only
+    /// when asked for: analysis converts only the frames the detector looks at.
     pub fn bgr(&self) -> Option<Vec<u8>> {
         let chroma = self.chroma.as_ref()?;
+        // (luma scale, luma offset, V→R, U→G, V→G, U→B)
+        let (ys, yo, vr, ug, vg, ub) = if self.full_range {
+            (1.0, 0.0, 1.402, 0.344, 0.714, 1.772)
+        } else {
+            (1.164, 16.0, 1.596, 0.391, 0.813, 2.018)
+        };
         let (w, h) = (self.width as usize, self.height as usize);
         let cw = w.div_ceil(2);
         let (u_plane, v_plane) = chroma.split_at(chroma_len(self.width, self.height));
@@ -60,13 +70,13 @@ impl StaticMaskedFrame {
         for y in 0..h {
             for x in 0..w {
                 let c = (y / 2) * cw + x / 2;
-                let luma = 1.164 * (self.data[y * w + x] as f32 - 16.0);
+                let luma = ys * (self.data[y * w + x] as f32 - yo);
                 let u = u_plane[c] as f32 - 128.0;
                 let v = v_plane[c] as f32 - 128.0;
                 let o = (y * w + x) * 3;
-                out[o] = (luma + 2.018 * u).round().clamp(0.0, 255.0) as u8;
-                out[o + 1] = (luma - 0.813 * v - 0.391 * u).round().clamp(0.0, 255.0) as u8;
-                out[o + 2] = (luma + 1.596 * v).round().clamp(0.0, 255.0) as u8;
+                out[o] = (luma + ub * u).round().clamp(0.0, 255.0) as u8;
+                out[o + 1] = (luma - vg * v - ug * u).round().clamp(0.0, 255.0) as u8;
+                out[o + 2] = (luma + vr * v).round().clamp(0.0, 255.0) as u8;
             }
         }
         Some(out)
@@ -166,13 +176,20 @@ mod tests {
     #[test]
     fn i420_converts_to_bgr() {
         // 3 x 1 pixels: chroma planes of 2 x 1; black, white, and a saturated red pair
-        let f = StaticMaskedFrame::new(vec![16, 235, 81], 3, 1, (3, 1), 0.0, 1).with_chroma(vec![128, 90, 128, 240]);
+        let f =
+            StaticMaskedFrame::new(vec![16, 235, 81], 3, 1, (3, 1), 0.0, 1).with_chroma(vec![128, 90, 128, 240], false);
         let bgr = f.bgr().unwrap();
         assert_eq!(&bgr[0..3], &[0, 0, 0]);
         assert_eq!(&bgr[3..6], &[255, 255, 255]);
         // Y 81, U 90, V 240: BT.601 red
         assert!(bgr[8] > 240 && bgr[6] < 10 && bgr[7] < 10, "{:?}", &bgr[6..9]);
         assert!(frame().bgr().is_none());
+        // full range (JPEG): 0 and 255 are black and white, and Y 76, U 85, V 255 is red
+        let f =
+            StaticMaskedFrame::new(vec![0, 255, 76], 3, 1, (3, 1), 0.0, 1).with_chroma(vec![128, 85, 128, 255], true);
+        let bgr = f.bgr().unwrap();
+        assert_eq!(&bgr[0..6], &[0, 0, 0, 255, 255, 255]);
+        assert!(bgr[8] > 245 && bgr[6] < 10 && bgr[7] < 10, "{:?}", &bgr[6..9]);
     }
 
     #[test]

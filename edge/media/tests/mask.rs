@@ -165,3 +165,49 @@ fn the_fill_is_exact_in_every_plane_and_format() {
         assert!(inside > 500 && outside > 500, "{format}: {inside} filled, {outside} untouched");
     }
 }
+
+#[test]
+fn colour_frames_carry_the_mask_and_survive_padded_strides() {
+    // 640 x 481 red, delivered at width 418: luma stride 420 and chroma stride 212 (209 wide) are
+    // padded, and the height is odd; the left third is a privacy mask
+    let mask = Polygon::new(vec![[0.0, 0.0], [0.33, 0.0], [0.33, 1.0], [0.0, 1.0]]).unwrap();
+    let mut capture = vakt_media::Capture::start(CaptureConfig {
+        source: SourceSpec::TestPattern { pattern: "red".into(), width: 640, height: 481, fps: 25 },
+        privacy: vec![mask],
+        analysis_width: 418,
+        colour: true,
+        pacing: Pacing::Offline,
+        recovery: Recovery::Stop,
+        loop_stored: false,
+        stall_timeout: std::time::Duration::from_secs(5),
+        queue: 2,
+        camera_element: "v4l2src".into(),
+    })
+    .unwrap();
+    let frame = loop {
+        match capture.receiver().recv_timeout(std::time::Duration::from_secs(10)).expect("a frame within 10 s") {
+            vakt_media::CaptureMsg::Frame(f) => break f,
+            vakt_media::CaptureMsg::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    capture.stop();
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    assert_eq!(w, 418);
+    assert!((313..=315).contains(&h), "height {h}");
+    assert_eq!(frame.data().len(), w * h);
+    assert!(frame.has_colour());
+    let bgr = frame.bgr().unwrap();
+    assert_eq!(bgr.len(), w * h * 3);
+    let px = |x: usize, y: usize| &bgr[(y * w + x) * 3..(y * w + x) * 3 + 3];
+    // outside the mask, on every row down to the last (a misread stride shears the picture)
+    for y in [0, h / 2, h - 1] {
+        for x in [200, 300, w - 1] {
+            let p = px(x, y);
+            assert!(p[2] > 200 && p[0] < 60 && p[1] < 60, "red expected at ({x}, {y}): {p:?}");
+        }
+        // inside the mask: the fill, with no colour left
+        let p = px(60, y);
+        assert!(p.iter().all(|&c| c < 40), "masked pixel at (60, {y}) is {p:?}");
+    }
+}

@@ -177,15 +177,18 @@ impl ObjectStage {
         let (w, h) = (frame.width(), frame.height());
         self.counters.frames += 1;
         let moving = !motion.blobs.is_empty() && !motion.global_change;
-        let active = moving || !self.tracker.tracks().is_empty();
-        let (schedule, views) = match frame.bgr() {
-            Some(bgr) if due(self.last_run, t, self.interval, self.idle_interval, active) => {
+        // scenery (R8) does not keep the detector at `interval`: only tracks that may be objects
+        let active = moving || self.tracker.has_live_tracks(t);
+        let run = frame.has_colour() && due(self.last_run, t, self.interval, self.idle_interval, active);
+        // the colour conversion is paid only on the frames the detector runs on
+        let (schedule, views) = match frame.bgr().filter(|_| run) {
+            Some(bgr) => {
                 let detections = self.detector.detect(&BgrFrame { width: w, height: h, data: &bgr })?;
                 self.last_run = Some(t);
                 self.counters.detector_runs += 1;
                 (Schedule::Detect, self.tracker.update(t, &detections))
             }
-            _ => (Schedule::Predict, self.tracker.report(t)),
+            None => (Schedule::Predict, self.tracker.report(t)),
         };
         if schedule == Schedule::Detect {
             self.found_at_last_run = views.iter().filter(|v| !v.coasting).map(|v| v.id).collect();
@@ -210,17 +213,22 @@ impl ObjectStage {
         Ok((schedule, objects, events))
     }
 
-    /// Ends every open rule event (end of stream, signal lost, shutdown).
+    /// Ends every open rule event (end of stream, signal lost, shutdown) and forgets the tracks:
+    /// after a gap in the picture their predictions mean nothing, and the detector runs on the
+    /// next frame.
     pub fn finish(&mut self, t: f64) -> Vec<RuleEvent> {
+        self.tracker.clear();
+        self.last_run = None;
+        self.found_at_last_run.clear();
         self.rules.finish(t)
     }
 }
 
 /// Tracks as the rules see them: boxes normalised to the frame, speeds in frame shares and in
 /// the object's own heights per second. `found(id)`: the detector found the track at its last
-/// run. A track is coasting for the rules only when the detector missed it, not on the frames
-/// between runs: otherwise a rule that needs its condition on every frame for a time (running)
-/// could never start while the detector skips frames.
+/// run. A predicted box is `coasting` (line crossing ignores it), but `missed` only when the
+/// detector missed the track at its last run: otherwise a rule that needs its condition on every
+/// frame for a time (running) could never start while the detector skips frames.
 fn rule_objects(views: &[TrackView], t: f64, w: f32, h: f32, found: impl Fn(u64) -> bool) -> Vec<RuleObject> {
     views
         .iter()
@@ -231,7 +239,8 @@ fn rule_objects(views: &[TrackView], t: f64, w: f32, h: f32, found: impl Fn(u64)
                 track: v.id,
                 class: v.class,
                 bbox: [(b.x / w) as f64, (b.y / h) as f64, (b.w / w) as f64, (b.h / h) as f64],
-                coasting: v.coasting && !found(v.id),
+                coasting: v.coasting,
+                missed: v.coasting && !found(v.id),
                 speed: ((v.velocity.0 / w).powi(2) + (v.velocity.1 / h).powi(2)).sqrt() as f64,
                 speed_heights: if b.h > 0.0 { (speed_px / b.h) as f64 } else { 0.0 },
                 age_s: t - v.first_seen,
@@ -283,10 +292,12 @@ mod tests {
         assert!((o.speed_heights - 50.0 / 40.0).abs() < 1e-6);
         assert!((o.speed - (0.15f64.powi(2) + 0.4f64.powi(2)).sqrt()).abs() < 1e-6);
         assert_eq!(o.age_s, 2.0);
-        assert!(!o.coasting);
-        // a predicted box: coasting for the rules only if the detector missed it at its last run
+        assert!(!o.coasting && !o.missed);
+        // a predicted box: always coasting, missed only if the detector missed it at its last run
         let predicted = TrackView { coasting: true, ..v };
-        assert!(rule_objects(std::slice::from_ref(&predicted), 3.0, 200.0, 100.0, |_| false)[0].coasting);
-        assert!(!rule_objects(&[predicted], 3.0, 200.0, 100.0, |id| id == 7)[0].coasting);
+        let missed = rule_objects(std::slice::from_ref(&predicted), 3.0, 200.0, 100.0, |_| false)[0];
+        assert!(missed.coasting && missed.missed);
+        let between = rule_objects(&[predicted], 3.0, 200.0, 100.0, |id| id == 7)[0];
+        assert!(between.coasting && !between.missed);
     }
 }
