@@ -121,10 +121,16 @@ impl Capture {
         self.counters.clone()
     }
 
-    /// Stops ingest: the pipeline goes to NULL and the thread ends.
+    /// Stops ingest: the pipeline goes to NULL and the thread ends. Frames still queued are
+    /// dropped while it stops: with offline pacing the streaming thread may be blocked on a full
+    /// channel, and the pipeline cannot reach NULL until it is freed.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            while !t.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = t.join();
         }
     }
