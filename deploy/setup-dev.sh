@@ -14,7 +14,7 @@ pkgs=(
   libopencv-dev
   mosquitto mosquitto-clients
   ca-certificates
-  python3 binutils curl
+  python3 python3-venv binutils curl
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -14,8 +14,8 @@ use clap::Parser;
 use serde_json::json;
 
 use vakt_core::detect::ObjectClass;
-use vakt_core::lifecycle::{LifecycleParams, TransitionPhase};
-use vakt_core::rules::{LineRule, RuleEngine, RuleObject, RuleZone, RulesParams};
+use vakt_core::lifecycle::TransitionPhase;
+use vakt_core::rules::{RuleEngine, RuleObject};
 
 #[derive(Parser)]
 struct Args {
@@ -46,48 +46,7 @@ struct Seen {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let cfg = vakt_core::config::load(&a.config)?;
-    let zones = if cfg.zones.is_empty() {
-        vec![RuleZone {
-            name: None,
-            polygon: None,
-            loiter_time: cfg.rules.loiter_time,
-            crowd_size: cfg.rules.crowd_size,
-            crowd_time: cfg.rules.crowd_time,
-        }]
-    } else {
-        cfg.zones
-            .iter()
-            .map(|z| RuleZone {
-                name: Some(z.name.clone()),
-                polygon: Some(z.polygon.clone()),
-                loiter_time: z.loiter_time,
-                crowd_size: z.crowd_size,
-                crowd_time: z.crowd_time,
-            })
-            .collect()
-    };
-    let lines = cfg
-        .lines
-        .iter()
-        .map(|l| LineRule {
-            name: l.name.clone(),
-            a: (l.a[0], l.a[1]),
-            b: (l.b[0], l.b[1]),
-            classes: l.classes.clone(),
-        })
-        .collect();
-    let params = RulesParams {
-        presence_classes: cfg.rules.presence_classes.clone(),
-        running_speed: cfg.rules.running_speed,
-        running_people: cfg.rules.running_people,
-        running_time: cfg.rules.running_time,
-        events: LifecycleParams {
-            start_after: cfg.events.start_after,
-            update_interval: cfg.events.update_interval,
-            end_after: cfg.events.end_after,
-        },
-    };
-    let mut engine = RuleEngine::new(params, zones, lines);
+    let mut engine = RuleEngine::from_config(&cfg);
     let input = std::fs::File::open(&a.tracks).with_context(|| format!("cannot read {}", a.tracks.display()))?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(&a.events)?);
     let mut seen: HashMap<u64, Seen> = HashMap::new();

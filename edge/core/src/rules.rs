@@ -113,6 +113,54 @@ pub struct RuleEngine {
 }
 
 impl RuleEngine {
+    /// The engine a config describes: `[rules]`, the `[events]` lifecycle, `[[zones]]` (or the
+    /// whole frame when there are none) and `[[lines]]`. The box and the rule truth of the
+    /// benchmarks build it here, so both judge with the same rules.
+    pub fn from_config(cfg: &crate::config::Config) -> RuleEngine {
+        let params = RulesParams {
+            presence_classes: cfg.rules.presence_classes.clone(),
+            running_speed: cfg.rules.running_speed,
+            running_people: cfg.rules.running_people,
+            running_time: cfg.rules.running_time,
+            events: LifecycleParams {
+                start_after: cfg.events.start_after,
+                update_interval: cfg.events.update_interval,
+                end_after: cfg.events.end_after,
+            },
+        };
+        let zones = if cfg.zones.is_empty() {
+            vec![RuleZone {
+                name: None,
+                polygon: None,
+                loiter_time: cfg.rules.loiter_time,
+                crowd_size: cfg.rules.crowd_size,
+                crowd_time: cfg.rules.crowd_time,
+            }]
+        } else {
+            cfg.zones
+                .iter()
+                .map(|z| RuleZone {
+                    name: Some(z.name.clone()),
+                    polygon: Some(z.polygon.clone()),
+                    loiter_time: z.loiter_time,
+                    crowd_size: z.crowd_size,
+                    crowd_time: z.crowd_time,
+                })
+                .collect()
+        };
+        let lines = cfg
+            .lines
+            .iter()
+            .map(|l| LineRule {
+                name: l.name.clone(),
+                a: (l.a[0], l.a[1]),
+                b: (l.b[0], l.b[1]),
+                classes: l.classes.clone(),
+            })
+            .collect();
+        RuleEngine::new(params, zones, lines)
+    }
+
     pub fn new(params: RulesParams, zones: Vec<RuleZone>, lines: Vec<LineRule>) -> RuleEngine {
         let zones = zones.into_iter().map(|zone| ZoneRules::new(zone, &params)).collect();
         let lines = lines.into_iter().map(LineCounter::new).collect();

@@ -28,6 +28,22 @@ fn polygons() -> Vec<Polygon> {
     ]
 }
 
+/// An offline capture of `source` with these masks, at this analysis width.
+fn offline(source: SourceSpec, privacy: Vec<Polygon>, analysis_width: u32, colour: bool) -> CaptureConfig {
+    CaptureConfig {
+        source,
+        privacy,
+        analysis_width,
+        colour,
+        pacing: Pacing::Offline,
+        recovery: Recovery::Stop,
+        loop_stored: false,
+        stall_timeout: std::time::Duration::from_secs(5),
+        queue: 2,
+        camera_element: "v4l2src".into(),
+    }
+}
+
 /// Pulls one sample from an appsink after starting the pipeline.
 fn first_sample(pipeline: &gst::Pipeline, sink: &AppSink) -> gst::Sample {
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
@@ -36,18 +52,7 @@ fn first_sample(pipeline: &gst::Pipeline, sink: &AppSink) -> gst::Sample {
 
 #[test]
 fn every_path_from_the_decoder_passes_the_mask() {
-    let cfg = CaptureConfig {
-        source: SourceSpec::File { path: demo_clip() },
-        privacy: polygons(),
-        analysis_width: 320,
-        colour: false,
-        pacing: Pacing::Offline,
-        recovery: Recovery::Stop,
-        loop_stored: false,
-        stall_timeout: std::time::Duration::from_secs(5),
-        queue: 2,
-        camera_element: "v4l2src".into(),
-    };
+    let cfg = offline(SourceSpec::File { path: demo_clip() }, polygons(), 320, false);
     let built = build_pipeline(&cfg).unwrap();
     // decodebin builds its insides (demuxer, decoder) only once data flows
     let _ = first_sample(&built.pipeline, &built.appsink);
@@ -171,19 +176,8 @@ fn colour_frames_carry_the_mask_and_survive_padded_strides() {
     // 640 x 481 red, delivered at width 418: luma stride 420 and chroma stride 212 (209 wide) are
     // padded, and the height is odd; the left third is a privacy mask
     let mask = Polygon::new(vec![[0.0, 0.0], [0.33, 0.0], [0.33, 1.0], [0.0, 1.0]]).unwrap();
-    let mut capture = vakt_media::Capture::start(CaptureConfig {
-        source: SourceSpec::TestPattern { pattern: "red".into(), width: 640, height: 481, fps: 25 },
-        privacy: vec![mask],
-        analysis_width: 418,
-        colour: true,
-        pacing: Pacing::Offline,
-        recovery: Recovery::Stop,
-        loop_stored: false,
-        stall_timeout: std::time::Duration::from_secs(5),
-        queue: 2,
-        camera_element: "v4l2src".into(),
-    })
-    .unwrap();
+    let source = SourceSpec::TestPattern { pattern: "red".into(), width: 640, height: 481, fps: 25 };
+    let mut capture = vakt_media::Capture::start(offline(source, vec![mask], 418, true)).unwrap();
     let frame = loop {
         match capture.receiver().recv_timeout(std::time::Duration::from_secs(10)).expect("a frame within 10 s") {
             vakt_media::CaptureMsg::Frame(f) => break f,

@@ -6,9 +6,7 @@ use anyhow::Context;
 
 use vakt_core::config::Config;
 use vakt_core::detect::{BoxPx, ObjectClass};
-use vakt_core::geometry::Polygon;
-use vakt_core::lifecycle::LifecycleParams;
-use vakt_core::rules::{LineRule, RuleEngine, RuleEvent, RuleObject, RuleZone, RulesParams};
+use vakt_core::rules::{RuleEngine, RuleEvent, RuleObject};
 use vakt_core::track::{TrackView, Tracker, TrackerConfig};
 use vakt_media::StaticMaskedFrame;
 use vakt_vision::{BgrFrame, Detector, MotionResult, YoloxParams, YoloxTract};
@@ -75,29 +73,6 @@ pub struct ObjectStage {
     counters: ObjectCounters,
 }
 
-/// The rule engine's zones: the configured ones, or the whole frame when there are none.
-fn rule_zones(cfg: &Config) -> Vec<RuleZone> {
-    if cfg.zones.is_empty() {
-        return vec![RuleZone {
-            name: None,
-            polygon: None,
-            loiter_time: cfg.rules.loiter_time,
-            crowd_size: cfg.rules.crowd_size,
-            crowd_time: cfg.rules.crowd_time,
-        }];
-    }
-    cfg.zones
-        .iter()
-        .map(|z| RuleZone {
-            name: Some(z.name.clone()),
-            polygon: Some::<Polygon>(z.polygon.clone()),
-            loiter_time: z.loiter_time,
-            crowd_size: z.crowd_size,
-            crowd_time: z.crowd_time,
-        })
-        .collect()
-}
-
 impl ObjectStage {
     /// Loads the configured model (refusing one whose checksum does not match) and builds the
     /// stage.
@@ -129,31 +104,10 @@ impl ObjectStage {
             max_coast: base.max_coast.max(2.0 * interval + 0.5),
             ..base
         });
-        let params = RulesParams {
-            presence_classes: cfg.rules.presence_classes.clone(),
-            running_speed: cfg.rules.running_speed,
-            running_people: cfg.rules.running_people,
-            running_time: cfg.rules.running_time,
-            events: LifecycleParams {
-                start_after: cfg.events.start_after,
-                update_interval: cfg.events.update_interval,
-                end_after: cfg.events.end_after,
-            },
-        };
-        let lines = cfg
-            .lines
-            .iter()
-            .map(|l| LineRule {
-                name: l.name.clone(),
-                a: (l.a[0], l.a[1]),
-                b: (l.b[0], l.b[1]),
-                classes: l.classes.clone(),
-            })
-            .collect();
         ObjectStage {
             detector,
             tracker,
-            rules: RuleEngine::new(params, rule_zones(cfg), lines),
+            rules: RuleEngine::from_config(cfg),
             interval: cfg.detect.interval.as_secs_f64(),
             idle_interval: cfg.detect.idle_interval.as_secs_f64(),
             last_run: None,
