@@ -73,6 +73,7 @@ struct RawConfig {
     models: Option<RawModels>,
     detect: Option<RawDetect>,
     rules: Option<RawRules>,
+    redact: Option<RawRedact>,
     #[serde(default)]
     zones: Vec<RawZone>,
     #[serde(default)]
@@ -89,6 +90,17 @@ struct RawDetect {
     idle_interval: Option<String>,
     high_score: Option<f64>,
     low_score: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedact {
+    mode: Option<String>,
+    hold: Option<String>,
+    margin: Option<f64>,
+    spread: Option<f64>,
+    max_staleness: Option<String>,
+    motion: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -249,6 +261,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub detect: DetectConfig,
     pub rules: RulesConfig,
+    pub redact: RedactConfig,
     pub zones: Vec<Zone>,
     pub lines: Vec<Line>,
     /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
@@ -324,6 +337,37 @@ pub struct DetectConfig {
     /// The detector's floor: weaker detections are dropped, those between `low_score` and
     /// `high_score` only extend tracks.
     pub low_score: f64,
+}
+
+/// `[redact]`: dynamic masking of people on every picture that leaves the box
+/// (edge/docs/design/privacy.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedactConfig {
+    pub mode: crate::redaction::MaskMode,
+    /// A person's mask is kept this long after the detector last saw them.
+    pub hold: Duration,
+    /// Added on every side of a person box, as a share of its width and height.
+    pub margin: f64,
+    /// Extra margin per second since a box was seen, as a share of its size.
+    pub spread: f64,
+    /// Detector results older than this mask the whole frame.
+    pub max_staleness: Duration,
+    /// Mask moving regions no detection explains.
+    pub motion: bool,
+}
+
+impl RedactConfig {
+    /// The masker's parameters, with the track subject access keeps visible.
+    pub fn params(&self, keep_track: Option<u64>) -> crate::redaction::MaskParams {
+        crate::redaction::MaskParams {
+            hold: self.hold.as_secs_f64(),
+            margin: self.margin as f32,
+            spread: self.spread as f32,
+            max_staleness: self.max_staleness.as_secs_f64(),
+            motion: self.motion,
+            keep_track,
+        }
+    }
 }
 
 /// `[rules]`: the defaults of the analytic rules (edge/docs/design/rules.md); zones may override
@@ -476,6 +520,11 @@ pub mod defaults {
     pub const RUNNING_SPEED: f64 = 1.6;
     pub const RUNNING_PEOPLE: u32 = 3;
     pub const RUNNING_TIME: &str = "1s";
+    pub const REDACT_MODE: &str = "solid";
+    pub const REDACT_HOLD: &str = "1s";
+    pub const REDACT_MARGIN: f64 = 0.2;
+    pub const REDACT_SPREAD: f64 = 0.25;
+    pub const REDACT_MAX_STALENESS: &str = "500ms";
 }
 
 /// Loads and validates a config file.
@@ -805,6 +854,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
     }
     let detect = detect(raw.detect.unwrap_or_default(), motion.width)?;
     let rules = rules(raw.rules.unwrap_or_default())?;
+    let redact = redact(raw.redact.unwrap_or_default(), &detect)?;
     let zones = zones(raw.zones, &rules)?;
     let lines = lines(raw.lines)?;
 
@@ -890,6 +940,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         models,
         detect,
         rules,
+        redact,
         zones,
         lines,
         digest,
@@ -945,6 +996,42 @@ fn detect(r: RawDetect, motion_width: u32) -> Result<DetectConfig, ConfigError> 
         ));
     }
     Ok(DetectConfig { enabled, model, width, interval, idle_interval, high_score, low_score })
+}
+
+fn redact(r: RawRedact, detect: &DetectConfig) -> Result<RedactConfig, ConfigError> {
+    use crate::redaction::MaskMode;
+    let mode_s = r.mode.unwrap_or_else(|| defaults::REDACT_MODE.to_string());
+    let mode = MaskMode::parse(&mode_s).ok_or_else(|| {
+        err(
+            "redact.mode",
+            format!("{mode_s:?}"),
+            format!(
+                "one of {}",
+                MaskMode::ALL.iter().map(|m| format!("\"{}\"", m.as_str())).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let hold = duration(r.hold, "redact.hold", defaults::REDACT_HOLD, Duration::ZERO, Duration::from_secs(30))?;
+    let margin = number(r.margin, "redact.margin", defaults::REDACT_MARGIN, 0.0, 1.0)?;
+    let spread = number(r.spread, "redact.spread", defaults::REDACT_SPREAD, 0.0, 5.0)?;
+    let max_staleness = duration(
+        r.max_staleness,
+        "redact.max_staleness",
+        defaults::REDACT_MAX_STALENESS,
+        Duration::from_millis(1),
+        Duration::from_secs(10),
+    )?;
+    if detect.enabled && max_staleness < detect.interval {
+        return Err(err(
+            "redact.max_staleness",
+            format!("{:?}", humantime::format_duration(max_staleness).to_string()),
+            format!(
+                "at least detect.interval ({}): results between two runs would always be stale",
+                humantime::format_duration(detect.interval)
+            ),
+        ));
+    }
+    Ok(RedactConfig { mode, hold, margin, spread, max_staleness, motion: r.motion.unwrap_or(true) })
 }
 
 fn classes(v: Vec<String>, key: &str) -> Result<Vec<ObjectClass>, ConfigError> {
@@ -1426,6 +1513,32 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
         }
         // detection off: no constraint between the detector's width and motion's
         assert!(!parse_ok(&format!("{GOOD}\n[detect]\nenabled = false\nwidth = 200\n")).detect.enabled);
+    }
+
+    #[test]
+    fn redaction_config() {
+        use crate::redaction::MaskMode;
+        let c = parse_ok(GOOD);
+        assert_eq!((c.redact.mode, c.redact.motion), (MaskMode::Solid, true));
+        assert_eq!((c.redact.hold, c.redact.max_staleness), (Duration::from_secs(1), Duration::from_millis(500)));
+        let p = c.redact.params(Some(4));
+        assert_eq!((p.keep_track, p.max_staleness, p.margin), (Some(4), 0.5, 0.2));
+        let c = parse_ok(&format!("{GOOD}\n[redact]\nmode = \"blur\"\nhold = \"3s\"\nmotion = false\n"));
+        assert_eq!((c.redact.mode, c.redact.hold, c.redact.motion), (MaskMode::Blur, Duration::from_secs(3), false));
+        let cases = [
+            (format!("{GOOD}\n[redact]\nmode = \"smudge\"\n"), "`redact.mode` = \"smudge\"", "\"pixelate\""),
+            (format!("{GOOD}\n[redact]\nmargin = -0.1\n"), "`redact.margin` = -0.1", "0"),
+            (
+                format!("{GOOD}\n[redact]\nmax_staleness = \"100ms\"\n"),
+                "`redact.max_staleness` = \"100ms\"",
+                "at least detect.interval (200ms)",
+            ),
+            (format!("{GOOD}\n[redact]\nblur = true\n"), "blur", "unknown field"),
+        ];
+        for (text, want_a, want_b) in cases {
+            let e = parse_err(&text);
+            assert!(e.contains(want_a) && e.contains(want_b), "want {want_a:?} and {want_b:?}, got: {e}");
+        }
     }
 
     #[test]

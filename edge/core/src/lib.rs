@@ -10,6 +10,7 @@ pub mod geometry;
 pub mod hardware;
 pub mod lifecycle;
 pub mod models;
+pub mod redaction;
 pub mod rules;
 pub mod source;
 pub mod tamper;

@@ -115,15 +115,23 @@ pub struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    /// For each detection of the last `update`, the track it was matched to or started.
+    assignment: Vec<Option<u64>>,
 }
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Tracker {
-        Tracker { cfg, tracks: Vec::new(), next_id: 1 }
+        Tracker { cfg, tracks: Vec::new(), next_id: 1, assignment: Vec::new() }
     }
 
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
+    }
+
+    /// For each detection passed to the last `update`, in order: the id of the track it was
+    /// matched to or started, or `None` (too weak, or a weak one no confirmed track took).
+    pub fn assignment(&self) -> &[Option<u64>] {
+        &self.assignment
     }
 
     /// Whether any track may be an object at `t`: tentative, moved, or still young (not scenery,
@@ -146,15 +154,19 @@ impl Tracker {
         let cfg = self.cfg.clone();
         let predicted: Vec<BoxPx> = self.tracks.iter().map(|tr| tr.predict(t)).collect();
         let mut track_taken = vec![false; self.tracks.len()];
-        let (high, low): (Vec<&Detection>, Vec<&Detection>) =
-            detections.iter().filter(|d| d.score >= cfg.low_score).partition(|d| d.score >= cfg.high_score);
+        let mut assignment = vec![None; detections.len()];
+        let (high, low): (Vec<(usize, &Detection)>, Vec<(usize, &Detection)>) = detections
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.score >= cfg.low_score)
+            .partition(|(_, d)| d.score >= cfg.high_score);
 
         // Pass 1: confident detections against every track. Pass 2: weak detections against the
         // confirmed tracks left over. Greedy by IoU, highest first.
         let mut unmatched_high = Vec::new();
         for (pass, dets, min_iou) in [(1, &high, cfg.match_iou), (2, &low, cfg.low_match_iou)] {
             let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
-            for (di, d) in dets.iter().enumerate() {
+            for (di, (_, d)) in dets.iter().enumerate() {
                 for (ti, tr) in self.tracks.iter().enumerate() {
                     if track_taken[ti] || !tr.class.same_family(d.class) || (pass == 2 && !tr.confirmed) {
                         continue;
@@ -173,10 +185,11 @@ impl Tracker {
                 }
                 det_taken[di] = true;
                 track_taken[ti] = true;
-                self.tracks[ti].absorb(t, dets[di], &cfg);
+                self.tracks[ti].absorb(t, dets[di].1, &cfg);
+                assignment[dets[di].0] = Some(self.tracks[ti].id);
             }
             if pass == 1 {
-                unmatched_high = dets.iter().zip(&det_taken).filter(|(_, taken)| !**taken).map(|(d, _)| **d).collect();
+                unmatched_high = dets.iter().zip(&det_taken).filter(|(_, taken)| !**taken).map(|(d, _)| *d).collect();
             }
         }
 
@@ -187,9 +200,10 @@ impl Tracker {
             i += 1;
             keep
         });
-        for d in unmatched_high {
+        for (index, d) in unmatched_high {
             let id = self.next_id;
             self.next_id += 1;
+            assignment[index] = Some(id);
             let mut votes = [0.0; 6];
             votes[class_index(d.class)] = d.score;
             let mut history = VecDeque::new();
@@ -210,6 +224,7 @@ impl Tracker {
                 moved: false,
             });
         }
+        self.assignment = assignment;
         self.report(t)
     }
 
@@ -277,6 +292,19 @@ mod tests {
 
     fn person(x: f32, y: f32, score: f32) -> Detection {
         Detection { class: ObjectClass::Person, score, bbox: BoxPx::new(x, y, 20.0, 50.0) }
+    }
+
+    #[test]
+    fn each_detection_is_assigned_its_track() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.update(0.0, &[person(10.0, 40.0, 0.9), person(200.0, 40.0, 0.9)]);
+        assert_eq!(tr.assignment(), &[Some(1), Some(2)]);
+        // a weak detection next to a tentative track is not taken (only confirmed tracks take
+        // weak ones); one far from everything neither
+        tr.update(0.1, &[person(500.0, 40.0, 0.3), person(201.0, 40.0, 0.9), person(11.0, 40.0, 0.3)]);
+        assert_eq!(tr.assignment(), &[None, Some(2), None]);
+        tr.update(0.2, &[person(202.0, 40.0, 0.3)]);
+        assert_eq!(tr.assignment(), &[Some(2)], "a weak detection extends the confirmed track");
     }
 
     #[test]

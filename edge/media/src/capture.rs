@@ -48,6 +48,9 @@ pub struct CaptureConfig {
     pub analysis_width: u32,
     /// Deliver colour (I420 chroma with the grey plane) for object detection; grey only otherwise.
     pub colour: bool,
+    /// Also deliver every frame at full resolution in colour (`CaptureMsg::Full`), from a second
+    /// branch of the static-masked tee: the pictures redaction masks for an egress.
+    pub full_frames: bool,
     pub pacing: Pacing,
     pub recovery: Recovery,
     /// Replay stored clips from the start when they end.
@@ -64,6 +67,10 @@ pub struct CaptureConfig {
 #[derive(Debug)]
 pub enum CaptureMsg {
     Frame(StaticMaskedFrame),
+    /// With `full_frames`: the same frame at full resolution in colour. Its `index` and
+    /// `media_time_s` equal those of the analysis `Frame` made from the same picture; the two
+    /// branches deliver independently, so either may come first.
+    Full(StaticMaskedFrame),
     /// The source stopped delivering frames; `media_time_s` is the last frame's media time.
     SignalLost {
         reason: String,
@@ -179,14 +186,18 @@ impl MediaTimeline {
 
 fn supervise(cfg: CaptureConfig, tx: Sender<CaptureMsg>, stop: Arc<AtomicBool>, counters: Arc<CaptureCounters>) {
     let epoch = Instant::now();
-    let timeline =
-        Arc::new(std::sync::Mutex::new(MediaTimeline { offset: 0.0, last: None, step: 1.0 / 25.0, frames: 0 }));
+    let new_timeline =
+        || Arc::new(std::sync::Mutex::new(MediaTimeline { offset: 0.0, last: None, step: 1.0 / 25.0, frames: 0 }));
+    // the full-resolution branch maps the same timestamps on its own timeline, so its frames get
+    // the same media times and numbers as the analysis frames
+    let (timeline, full_timeline) = (new_timeline(), new_timeline());
     let mut backoff = Duration::from_secs(1);
     let mut lost = false;
     let mut first = true;
     while !stop.load(Ordering::SeqCst) {
         let flow = Arc::new(Flow { last_frame_ms: AtomicU64::new(0), frames_this_run: AtomicU64::new(0) });
-        let outcome = run_once(&cfg, &tx, &stop, &counters, &flow, &timeline, epoch, &mut lost);
+        let timelines = (&timeline, &full_timeline);
+        let outcome = run_once(&cfg, &tx, &stop, &counters, &flow, timelines, epoch, &mut lost);
         let last_t = timeline.lock().unwrap().last.unwrap_or(0.0);
         match outcome {
             RunOutcome::Stopped => break,
@@ -240,7 +251,7 @@ fn run_once(
     stop: &AtomicBool,
     counters: &Arc<CaptureCounters>,
     flow: &Arc<Flow>,
-    timeline: &Arc<std::sync::Mutex<MediaTimeline>>,
+    (timeline, full_timeline): (&Arc<std::sync::Mutex<MediaTimeline>>, &Arc<std::sync::Mutex<MediaTimeline>>),
     epoch: Instant,
     lost: &mut bool,
 ) -> RunOutcome {
@@ -254,8 +265,11 @@ fn run_once(
         Ok(b) => b,
         Err(e) => return RunOutcome::Fatal(e),
     };
-    let Built { pipeline, appsink } = built;
+    let Built { pipeline, appsink, full_sink } = built;
     install_callback(cfg, &appsink, tx.clone(), counters.clone(), flow.clone(), timeline.clone(), epoch);
+    if let Some(sink) = &full_sink {
+        install_full_callback(cfg, sink, tx.clone(), full_timeline.clone());
+    }
     let bus = pipeline.bus().expect("a pipeline has a bus");
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
         let reason = bus_error(&bus).unwrap_or_else(|| format!("cannot start the pipeline: {e}"));
@@ -406,7 +420,8 @@ fn install_callback(
                 flow.last_frame_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flow.frames_this_run.fetch_add(1, Ordering::SeqCst);
                 let source_size = source_size(sink);
-                let mut f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number);
+                let mut f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number)
+                    .with_frame_rate(frame_rate(&info));
                 if let Some(c) = chroma {
                     let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
                     f = f.with_chroma(c, full);
@@ -425,6 +440,57 @@ fn install_callback(
             })
             .build(),
     );
+}
+
+/// The full-resolution branch: every frame in colour, numbered and timed like the analysis
+/// frames. It does not feed the stall watch or the counters (the analysis branch does).
+fn install_full_callback(
+    cfg: &CaptureConfig,
+    appsink: &AppSink,
+    tx: Sender<CaptureMsg>,
+    timeline: Arc<std::sync::Mutex<MediaTimeline>>,
+) {
+    let pacing = cfg.pacing;
+    let mut index: u64 = 0;
+    appsink.set_callbacks(
+        gstreamer_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                    return Err(gst::FlowError::Error);
+                };
+                let info = gstreamer_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
+                let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+                    .map_err(|_| gst::FlowError::Error)?;
+                let (w, h) = (info.width(), info.height());
+                let data = packed_plane(&frame, 0, w as usize, h as usize)?;
+                let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
+                let mut chroma = packed_plane(&frame, 1, cw, ch)?;
+                chroma.extend_from_slice(&packed_plane(&frame, 2, cw, ch)?);
+                let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
+                let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
+                index += 1;
+                let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
+                let f = StaticMaskedFrame::new(data, w, h, (w, h), media_time_s, frame_number)
+                    .with_chroma(chroma, full)
+                    .with_frame_rate(frame_rate(&info));
+                match pacing {
+                    Pacing::Live => match tx.try_send(CaptureMsg::Full(f)) {
+                        Ok(()) | Err(TrySendError::Full(_)) => {}
+                        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+                    },
+                    Pacing::Offline => tx.send(CaptureMsg::Full(f)).map_err(|_| gst::FlowError::Flushing)?,
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// The frame rate the caps state, if they state one (not 0/1, "variable").
+fn frame_rate(info: &gstreamer_video::VideoInfo) -> Option<(i32, i32)> {
+    let f = info.fps();
+    (f.numer() > 0 && f.denom() > 0).then(|| (f.numer(), f.denom()))
 }
 
 /// Plane `plane` of a mapped frame, `width × height` bytes with the row padding removed.
@@ -461,6 +527,8 @@ fn source_size(sink: &AppSink) -> (u32, u32) {
 pub struct Built {
     pub pipeline: gst::Pipeline,
     pub appsink: AppSink,
+    /// The full-resolution branch's sink, with `full_frames`.
+    pub full_sink: Option<AppSink>,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -469,8 +537,8 @@ fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
     })
 }
 
-/// decode → convert → mask → tee → [analysis branch]. Every later branch (recording, snapshots)
-/// is added to the tee, downstream of the mask (P1).
+/// decode → convert → mask → tee → [analysis branch, full-resolution branch]. Every later branch
+/// (recording, snapshots) is added to the tee, downstream of the mask (P1).
 pub fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
     gst::init().map_err(|e| format!("GStreamer could not start: {e}"))?;
     let pipeline = gst::Pipeline::with_name("vakt-capture");
@@ -509,9 +577,30 @@ pub fn build_pipeline(cfg: &CaptureConfig) -> Result<Built, String> {
         .link(&queue.static_pad("sink").ok_or("queue has no sink pad")?)
         .map_err(|e| format!("cannot link the analysis branch: {e:?}"))?;
 
+    let full_sink = if cfg.full_frames {
+        let queue = make("queue", "redaction-queue")?;
+        queue.set_property("max-size-buffers", 4u32);
+        queue.set_property("max-size-time", 0u64);
+        queue.set_property("max-size-bytes", 0u32);
+        let sink = AppSink::builder()
+            .name("redaction-sink")
+            .caps(&gst::Caps::builder("video/x-raw").field("format", "I420").build())
+            .sync(cfg.pacing == Pacing::Live && cfg.source.is_stored())
+            .max_buffers(1)
+            .build();
+        pipeline.add_many([&queue, sink.upcast_ref()]).map_err(|e| e.to_string())?;
+        queue.link(&sink).map_err(|e| e.to_string())?;
+        let pad = tee.request_pad_simple("src_%u").ok_or("tee gave no pad")?;
+        pad.link(&queue.static_pad("sink").ok_or("queue has no sink pad")?)
+            .map_err(|e| format!("cannot link the redaction branch: {e:?}"))?;
+        Some(sink)
+    } else {
+        None
+    };
+
     let decoded_sink = convert.static_pad("sink").ok_or("videoconvert has no sink pad")?;
     add_source(&pipeline, &cfg.source, &cfg.camera_element, decoded_sink)?;
-    Ok(Built { pipeline, appsink })
+    Ok(Built { pipeline, appsink, full_sink })
 }
 
 /// Adds the source part and links its decoded video to `decoded_sink`. Decoding happens once.

@@ -2,12 +2,14 @@
 //! graph check, and the privacy-level frame types every consumer of pictures must use.
 
 pub mod capture;
+pub mod egress;
 pub mod elements;
 pub mod graph;
 pub mod mask;
 pub mod privacy;
 
 pub use capture::{Capture, CaptureConfig, CaptureCounters, CaptureMsg, Pacing, Recovery};
-pub use privacy::{PeopleEvidence, RedactedFrame, StaticMaskedFrame, redact};
+pub use egress::ClipWriter;
+pub use privacy::{RedactedFrame, Redactor, StaticMaskedFrame};
 
 pub use graph::{GraphReport, check as check_graph};

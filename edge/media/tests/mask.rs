@@ -35,6 +35,7 @@ fn offline(source: SourceSpec, privacy: Vec<Polygon>, analysis_width: u32, colou
         privacy,
         analysis_width,
         colour,
+        full_frames: false,
         pacing: Pacing::Offline,
         recovery: Recovery::Stop,
         loop_stored: false,

@@ -136,6 +136,8 @@ pub struct Analysed {
     pub events: Vec<Event>,
     /// Reported tracks (input pixels) and whether the detector ran; `None` without detection.
     pub objects: Option<(Schedule, Vec<TrackedObject>)>,
+    /// Everything the detector found, when it ran on this frame (for the masker).
+    pub detector_result: Option<vakt_core::redaction::DetectorResult>,
 }
 
 /// Motion and object analysis and event lifecycles for one camera.
@@ -222,17 +224,17 @@ impl Analyzer {
                 events.push(self.tamper_event(tt)?);
             }
         }
-        let objects = match &mut self.objects {
+        let (objects, detector_result) = match &mut self.objects {
             Some(stage) => {
-                let (schedule, objects, rule_events) = stage.process(frame, &motion)?;
-                for re in rule_events {
+                let o = stage.process(frame, &motion)?;
+                for re in o.events {
                     events.push(self.rule_event(re)?);
                 }
-                Some((schedule, objects))
+                (Some((o.schedule, o.objects)), o.result)
             }
-            None => None,
+            None => (None, None),
         };
-        Ok(Analysed { motion, events, objects })
+        Ok(Analysed { motion, events, objects, detector_result })
     }
 
     fn rule_event(&mut self, re: RuleEvent) -> anyhow::Result<Event> {
@@ -242,6 +244,13 @@ impl Analyzer {
     fn end_rules(&mut self, t: f64) -> anyhow::Result<Vec<Event>> {
         let ends = self.objects.as_mut().map(|o| o.finish(t)).unwrap_or_default();
         ends.into_iter().map(|re| self.rule_event(re)).collect()
+    }
+
+    /// Runs the detector at `detect.interval` whatever the scene does (pictures are redacted).
+    pub fn detect_every_interval(&mut self) {
+        if let Some(o) = &mut self.objects {
+            o.set_every_interval(true);
+        }
     }
 
     pub fn object_counters(&self) -> Option<ObjectCounters> {

@@ -41,16 +41,80 @@ pub struct AnalyzeSummary {
     pub detector_runs: u64,
 }
 
-pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummary> {
+/// The `--input` of an offline command: a video file or an image sequence that exists.
+pub(crate) fn offline_source(input: &str) -> anyhow::Result<SourceSpec> {
     let cwd = std::env::current_dir()?;
-    let spec = SourceSpec::parse(&args.input, &cwd).map_err(|e| anyhow::anyhow!("--input {:?}: {e}", args.input))?;
+    let spec = SourceSpec::parse(input, &cwd).map_err(|e| anyhow::anyhow!("--input {input:?}: {e}"))?;
     match &spec {
         SourceSpec::File { path } if !path.is_file() => {
-            anyhow::bail!("--input {:?}: cannot read {}: no such file", args.input, path.display())
+            anyhow::bail!("--input {input:?}: cannot read {}: no such file", path.display())
         }
-        SourceSpec::File { .. } | SourceSpec::ImageSequence { .. } => {}
-        _ => anyhow::bail!("--input {:?}: offline replay takes a video file or an image sequence", args.input),
+        SourceSpec::File { .. } | SourceSpec::ImageSequence { .. } => Ok(spec),
+        _ => anyhow::bail!("--input {input:?}: offline replay takes a video file or an image sequence"),
     }
+}
+
+/// The box's analysis for offline replay: events stamped from `start_time` on the media clock,
+/// tamper with a known or learned reference, objects when detection is on.
+pub(crate) fn offline_analyzer(
+    cfg: &Config,
+    start_time: OffsetDateTime,
+    scene_reference: Option<&vakt_vision::tamper::SceneReference>,
+) -> anyhow::Result<Analyzer> {
+    let origin =
+        Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot: 0 };
+    let factory = EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(MediaClock { anchor: start_time }));
+    let tamper = cfg.tamper.enabled.then(|| {
+        let source = match scene_reference {
+            Some(r) => ReferenceSource::Known(r.clone()),
+            None => ReferenceSource::LearnFromStart,
+        };
+        TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
+    });
+    let objects = if cfg.detect.enabled { Some(ObjectStage::load(cfg)?) } else { None };
+    Ok(Analyzer::new(cfg, factory, tamper, objects)?)
+}
+
+/// Progress on a terminal: a bar over the clip's duration once GStreamer reports it, a spinner
+/// until then (indicatif draws nothing when standard error is not a terminal).
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    counters: std::sync::Arc<vakt_media::CaptureCounters>,
+    sized: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(counters: std::sync::Arc<vakt_media::CaptureCounters>) -> Progress {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+        Progress { bar, counters, sized: false }
+    }
+
+    /// After frame number `frames` at `media_time_s`; redraws every 25 frames.
+    pub(crate) fn frame(&mut self, frames: u64, media_time_s: f64) {
+        if !frames.is_multiple_of(25) {
+            return;
+        }
+        let total_ms = self.counters.duration_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if total_ms > 0 && !self.sized {
+            self.sized = true;
+            self.bar.set_length(total_ms);
+            self.bar.set_style(
+                ProgressStyle::with_template("{bar:40} {percent:>3}% {elapsed} (eta {eta}) {msg}")
+                    .expect("valid template"),
+            );
+        }
+        self.bar.set_position((media_time_s * 1000.0) as u64);
+        self.bar.set_message(format!("{frames} frames"));
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummary> {
+    let spec = offline_source(&args.input)?;
     if let Some(dir) = &args.motion_masks {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --motion-masks {}", dir.display()))?;
     }
@@ -67,25 +131,14 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
         None => None,
     };
 
-    let origin =
-        Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot: 0 };
-    let factory =
-        EventFactory::new(origin, SeqAllocator::ephemeral(), Box::new(MediaClock { anchor: args.start_time }));
-    let tamper = cfg.tamper.enabled.then(|| {
-        let source = match &args.scene_reference {
-            Some(r) => ReferenceSource::Known(r.clone()),
-            None => ReferenceSource::LearnFromStart,
-        };
-        TamperStage::new(&cfg.tamper, cfg.privacy.polygons(), source)
-    });
-    let objects = if cfg.detect.enabled { Some(ObjectStage::load(cfg)?) } else { None };
-    let mut analyzer = Analyzer::new(cfg, factory, tamper, objects)?;
+    let mut analyzer = offline_analyzer(cfg, args.start_time, args.scene_reference.as_ref())?;
     let (analysis_width, colour) = analysis_frames(cfg);
     let mut capture = Capture::start(CaptureConfig {
         source: spec,
         privacy: cfg.privacy.polygons(),
         analysis_width,
         colour,
+        full_frames: false,
         pacing: Pacing::Offline,
         recovery: Recovery::Stop,
         loop_stored: false,
@@ -95,12 +148,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     })
     .map_err(anyhow::Error::msg)?;
 
-    // A bar over the clip's duration once GStreamer reports it; a spinner until then. Drawn only
-    // on a terminal (indicatif hides itself otherwise).
-    let counters = capture.counters();
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
-    let mut sized = false;
+    let mut bar = Progress::new(capture.counters());
     let (mut frames, mut events) = (0u64, 0u64);
     let mut write_events =
         |evs: Vec<vakt_core::event::Event>, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
@@ -124,27 +172,15 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
                     write_tracks(w, f.index(), objects)?;
                 }
                 write_events(a.events, &mut out)?;
-                if frames % 25 == 0 {
-                    let total_ms = counters.duration_ms.load(std::sync::atomic::Ordering::Relaxed);
-                    if total_ms > 0 && !sized {
-                        sized = true;
-                        bar.set_length(total_ms);
-                        bar.set_style(
-                            ProgressStyle::with_template("{bar:40} {percent:>3}% {elapsed} (eta {eta}) {msg}")
-                                .expect("valid template"),
-                        );
-                    }
-                    bar.set_position((f.media_time_s() * 1000.0) as u64);
-                    bar.set_message(format!("{frames} frames"));
-                }
+                bar.frame(frames, f.media_time_s());
             }
             CaptureMsg::EndOfStream => break,
             CaptureMsg::Failed(e) => {
-                bar.finish_and_clear();
+                bar.finish();
                 anyhow::bail!("{e}");
             }
             CaptureMsg::SignalLost { reason, .. } => anyhow::bail!("the input failed: {reason}"),
-            CaptureMsg::SignalRestored { .. } => {}
+            CaptureMsg::SignalRestored { .. } | CaptureMsg::Full(_) => {}
         }
     }
     capture.stop();
@@ -153,7 +189,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     if let Some(w) = tracks_out.as_mut() {
         w.flush()?;
     }
-    bar.finish_and_clear();
+    bar.finish();
     if frames == 0 {
         anyhow::bail!("--input {:?}: no frame could be decoded", args.input);
     }
@@ -163,7 +199,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
 
 /// `{"frame": N, "objects": [{"track", "class", "score", "box": [left, top, width, height]}]}`,
 /// N from 1, boxes in input pixels.
-fn write_tracks(w: &mut impl Write, frame: u64, objects: &[TrackedObject]) -> anyhow::Result<()> {
+pub(crate) fn write_tracks(w: &mut impl Write, frame: u64, objects: &[TrackedObject]) -> anyhow::Result<()> {
     let objects: Vec<serde_json::Value> = objects
         .iter()
         .map(|o| {

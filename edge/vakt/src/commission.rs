@@ -43,6 +43,7 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
         // the same frames as the running box, so the reference fits what it will compare against
         analysis_width: crate::objects::analysis_frames(cfg).0,
         colour: false,
+        full_frames: false,
         pacing: Pacing::Live,
         recovery: Recovery::Stop,
         loop_stored: cfg.source.loop_files,
@@ -74,7 +75,7 @@ pub fn commission(cfg: &Config, force: bool) -> anyhow::Result<()> {
                 anyhow::bail!("the camera failed while commissioning: {e}")
             }
             Ok(CaptureMsg::EndOfStream) => anyhow::bail!("the source ended before the scene was learned"),
-            Ok(CaptureMsg::SignalRestored { .. }) | Err(_) => {}
+            Ok(CaptureMsg::SignalRestored { .. }) | Ok(CaptureMsg::Full(_)) | Err(_) => {}
         }
     };
     capture.stop();

@@ -202,6 +202,7 @@ fn camera(cfg: &Config, timeout: Duration) -> Check {
         privacy: cfg.privacy.polygons(),
         analysis_width: cfg.motion.width,
         colour: false,
+        full_frames: false,
         pacing: Pacing::Live,
         recovery: Recovery::Stop,
         loop_stored: false,
@@ -230,7 +231,7 @@ fn camera(cfg: &Config, timeout: Duration) -> Check {
                 break Check::fail("camera", format!("{shown}: {reason}"), fix);
             }
             Ok(CaptureMsg::EndOfStream) => break Check::fail("camera", format!("{shown}: ended before a frame"), fix),
-            Ok(CaptureMsg::SignalRestored { .. }) => continue,
+            Ok(CaptureMsg::SignalRestored { .. }) | Ok(CaptureMsg::Full(_)) => continue,
             Err(_) => {
                 break Check::fail("camera", format!("{shown}: no frame within {} s", timeout.as_secs()), fix);
             }

@@ -10,6 +10,7 @@ mod housing;
 mod mqtt;
 mod notify;
 mod objects;
+mod redact;
 mod run;
 mod scene;
 
@@ -72,6 +73,32 @@ enum Command {
         /// reference is learned from the first `tamper.reference_time` of the input.
         #[arg(long)]
         scene_reference: Option<PathBuf>,
+    },
+    /// Write a video redacted exactly as the box releases pictures: static masks, people and
+    /// unexplained motion masked, whole frames masked while detection results are too old.
+    Redact {
+        /// Video file, or an image sequence such as dir/in%06d.jpg.
+        #[arg(long)]
+        input: String,
+        /// The redacted video (MP4, H.264), one frame for each input frame.
+        #[arg(long, value_name = "OUT.mp4")]
+        output: PathBuf,
+        /// Subject access: keep this track visible and mask everyone else. Track ids come from
+        /// `--tracks` of a run with the same config and input.
+        #[arg(long, value_name = "ID")]
+        keep_track: Option<u64>,
+        /// Write the tracked objects, as `vakt analyze --tracks` does.
+        #[arg(long, value_name = "OUT.jsonl")]
+        tracks: Option<PathBuf>,
+        /// Write each frame's dynamic mask as DIR/000001.png (255 = masked), at the video's size.
+        #[arg(long, value_name = "DIR")]
+        masks: Option<PathBuf>,
+        /// Fault injection: detector results reach the masker MS of media time after their frame.
+        #[arg(long, value_name = "MS", default_value_t = 0.0)]
+        detector_delay: f64,
+        /// Fault injection: no detector result from SECONDS of media time on reaches the masker.
+        #[arg(long, value_name = "SECONDS")]
+        detector_stop_at: Option<f64>,
     },
     /// Learn the scene reference for tamper detection, once the camera is aimed (audited).
     Commission {
@@ -183,6 +210,44 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if cfg.detect.enabled {
                 eprintln!("the object detector ran on {} of {} frames", s.detector_runs, s.frames);
             }
+            Ok(())
+        }
+        Command::Redact { input, output, keep_track, tracks, masks, detector_delay, detector_stop_at } => {
+            let cfg = load_config(&cli.config)?;
+            let args = redact::RedactArgs {
+                input,
+                output,
+                keep_track,
+                detector_delay: detector_delay / 1000.0,
+                detector_stop_at,
+                masks,
+                tracks,
+            };
+            let s = redact::redact(&cfg, &args)?;
+            for span in &s.spans {
+                let why = match span.reason {
+                    vakt_core::redaction::FullReason::NoResult => "no detector result yet".to_string(),
+                    vakt_core::redaction::FullReason::Stale => format!(
+                        "detector results older than {} (stalled or slow detector)",
+                        humantime::format_duration(cfg.redact.max_staleness)
+                    ),
+                    vakt_core::redaction::FullReason::GlobalChange => "the whole picture changed".to_string(),
+                };
+                eprintln!(
+                    "warning: {} frames masked whole from {:.2} s to {:.2} s: {why}",
+                    span.frames, span.from_s, span.to_s
+                );
+            }
+            eprintln!(
+                "redacted {} frames into {} ({} masks{}): {} masked whole, {:.1} % of all pixels masked; the object detector ran on {} frames",
+                s.frames,
+                args.output.display(),
+                cfg.redact.mode.as_str(),
+                args.keep_track.map(|t| format!(", track {t} kept visible")).unwrap_or_default(),
+                s.fully_masked,
+                100.0 * s.masked_share,
+                s.detector_runs
+            );
             Ok(())
         }
         Command::Commission { force } => {

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use vakt_core::config::Config;
 use vakt_core::detect::{BoxPx, ObjectClass};
+use vakt_core::redaction::{DetectorResult, Sighting};
 use vakt_core::rules::{RuleEngine, RuleEvent, RuleObject};
 use vakt_core::track::{TrackView, Tracker, TrackerConfig};
 use vakt_media::StaticMaskedFrame;
@@ -53,6 +54,16 @@ pub fn analysis_frames(cfg: &Config) -> (u32, bool) {
     if cfg.detect.enabled { (cfg.detect.width, true) } else { (cfg.motion.width, false) }
 }
 
+/// One frame's object analysis.
+pub struct ObjectsFrame {
+    pub schedule: Schedule,
+    /// The reported tracks, in input pixels.
+    pub objects: Vec<TrackedObject>,
+    pub events: Vec<RuleEvent>,
+    /// What the detector found, when it ran on this frame.
+    pub result: Option<DetectorResult>,
+}
+
 /// Counters for health and the benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ObjectCounters {
@@ -71,6 +82,9 @@ pub struct ObjectStage {
     /// rules see, and only a track the detector missed counts as coasting for them (S4).
     found_at_last_run: std::collections::HashSet<u64>,
     counters: ObjectCounters,
+    /// Run at `interval` even over a still, empty scene: pictures are being redacted, and the
+    /// masker needs fresh results (edge/docs/design/privacy.md, D5).
+    every_interval: bool,
 }
 
 impl ObjectStage {
@@ -113,7 +127,13 @@ impl ObjectStage {
             last_run: None,
             found_at_last_run: std::collections::HashSet::new(),
             counters: ObjectCounters::default(),
+            every_interval: false,
         }
+    }
+
+    /// Runs the detector at `detect.interval` whatever the scene does (for redaction).
+    pub fn set_every_interval(&mut self, on: bool) {
+        self.every_interval = on;
     }
 
     pub fn counters(&self) -> ObjectCounters {
@@ -122,25 +142,24 @@ impl ObjectStage {
 
     /// One frame: detect or predict (S1–S4), then the rules. Returns the reported tracks in input
     /// pixels and the rule transitions.
-    pub fn process(
-        &mut self,
-        frame: &StaticMaskedFrame,
-        motion: &MotionResult,
-    ) -> anyhow::Result<(Schedule, Vec<TrackedObject>, Vec<RuleEvent>)> {
+    pub fn process(&mut self, frame: &StaticMaskedFrame, motion: &MotionResult) -> anyhow::Result<ObjectsFrame> {
         let t = frame.media_time_s();
         let (w, h) = (frame.width(), frame.height());
         self.counters.frames += 1;
         let moving = !motion.blobs.is_empty() && !motion.global_change;
         // scenery (R8) does not keep the detector at `interval`: only tracks that may be objects
-        let active = moving || self.tracker.has_live_tracks(t);
+        let active = moving || self.tracker.has_live_tracks(t) || self.every_interval;
         let run = frame.has_colour() && due(self.last_run, t, self.interval, self.idle_interval, active);
         // the colour conversion is paid only on the frames the detector runs on
+        let mut result = None;
         let (schedule, views) = match frame.bgr().filter(|_| run) {
             Some(bgr) => {
                 let detections = self.detector.detect(&BgrFrame { width: w, height: h, data: &bgr })?;
                 self.last_run = Some(t);
                 self.counters.detector_runs += 1;
-                (Schedule::Detect, self.tracker.update(t, &detections))
+                let views = self.tracker.update(t, &detections);
+                result = Some(self.sightings(t, &detections, w as f32, h as f32));
+                (Schedule::Detect, views)
             }
             None => (Schedule::Predict, self.tracker.report(t)),
         };
@@ -164,7 +183,28 @@ impl ObjectStage {
                 coasting: v.coasting,
             })
             .collect();
-        Ok((schedule, objects, events))
+        Ok(ObjectsFrame { schedule, objects, events, result })
+    }
+
+    /// Every detection of a run for the masker, in shares of the frame: all of them, not only the
+    /// reported tracks (a person standing still since the start is scenery to the tracker, R8,
+    /// but must be masked), each with its track's velocity when the tracker matched it.
+    fn sightings(&self, t: f64, detections: &[vakt_core::detect::Detection], w: f32, h: f32) -> DetectorResult {
+        let assignment = self.tracker.assignment();
+        let sightings = detections
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let track = assignment.get(i).copied().flatten();
+                let velocity = track
+                    .and_then(|id| self.tracker.tracks().iter().find(|tr| tr.id == id))
+                    .map(|tr| (tr.velocity.0 / w, tr.velocity.1 / h))
+                    .unwrap_or((0.0, 0.0));
+                let b = d.bbox;
+                Sighting { track, class: d.class, bbox: [b.x / w, b.y / h, b.w / w, b.h / h], velocity }
+            })
+            .collect();
+        DetectorResult { t, sightings }
     }
 
     /// Ends every open rule event (end of stream, signal lost, shutdown) and forgets the tracks:

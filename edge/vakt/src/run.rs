@@ -197,6 +197,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         privacy: cfg.privacy.polygons(),
         analysis_width: crate::objects::analysis_frames(&cfg).0,
         colour: crate::objects::analysis_frames(&cfg).1,
+        full_frames: false,
         pacing: Pacing::Live,
         recovery: Recovery::Reconnect { max: cfg.source.reconnect_max },
         loop_stored: cfg.source.loop_files,
@@ -281,6 +282,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                         tracing::info!("camera signal restored");
                         analyzer.signal_restored(media_time_s)?
                     }
+                    // not requested: the box has no picture egress yet
+                    CaptureMsg::Full(_) => Vec::new(),
                     CaptureMsg::EndOfStream => {
                         tracing::info!("the clip ended (source.loop = false); no more frames");
                         analyzer.finish()?
