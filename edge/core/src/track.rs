@@ -155,7 +155,7 @@ impl Tracker {
         let predicted: Vec<BoxPx> = self.tracks.iter().map(|tr| tr.predict(t)).collect();
         let mut track_taken = vec![false; self.tracks.len()];
         let mut assignment = vec![None; detections.len()];
-        let (high, low): (Vec<(usize, &Detection)>, Vec<(usize, &Detection)>) = detections
+        let (high, low): (Vec<Indexed<'_>>, Vec<Indexed<'_>>) = detections
             .iter()
             .enumerate()
             .filter(|(_, d)| d.score >= cfg.low_score)
@@ -245,6 +245,9 @@ impl Tracker {
             .collect()
     }
 }
+
+/// A detection with its index in the caller's list.
+type Indexed<'a> = (usize, &'a Detection);
 
 /// Bottom centre of a box: where an object stands.
 fn anchor(b: &BoxPx) -> (f32, f32) {

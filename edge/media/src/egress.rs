@@ -27,7 +27,7 @@ impl ClipWriter {
     /// Starts a writer for `width` × `height` frames at `frame_rate` (numerator, denominator).
     pub fn create(path: &Path, width: u32, height: u32, frame_rate: (i32, i32)) -> Result<ClipWriter, String> {
         gst::init().map_err(|e| format!("GStreamer could not start: {e}"))?;
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(format!("the video is {width}x{height}; H.264 output needs an even width and height"));
         }
         let (num, den) = if frame_rate.0 > 0 && frame_rate.1 > 0 { frame_rate } else { (25, 1) };

@@ -83,8 +83,9 @@ enum Command {
         /// The redacted video (MP4, H.264), one frame for each input frame.
         #[arg(long, value_name = "OUT.mp4")]
         output: PathBuf,
-        /// Subject access: keep this track visible and mask everyone else. Track ids come from
-        /// `--tracks` of a run with the same config and input.
+        /// Subject access: keep this track visible and mask everyone else. Take the id from
+        /// `vakt redact --tracks` with the same config and input (`vakt analyze` runs the detector
+        /// on another schedule, so its ids can differ).
         #[arg(long, value_name = "ID")]
         keep_track: Option<u64>,
         /// Write the tracked objects, as `vakt analyze --tracks` does.

@@ -184,7 +184,13 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
     let Some(writer) = writer else {
         anyhow::bail!("--input {:?}: no frame could be decoded", args.input);
     };
-    let written = writer.finish().map_err(anyhow::Error::msg)?;
+    let written = match writer.finish() {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            anyhow::bail!("{e}");
+        }
+    };
     if let Some(w) = tracks_out.as_mut() {
         w.flush()?;
     }
@@ -195,7 +201,7 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
     Ok(stats.finish(detector_runs))
 }
 
-/// `OUT.partial.mp4` beside `OUT.mp4`.
+/// `.OUT.mp4.partial` beside `OUT.mp4`.
 fn partial_path(output: &Path) -> PathBuf {
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "redacted.mp4".into());
     output.with_file_name(format!(".{name}.partial"))

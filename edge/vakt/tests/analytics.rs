@@ -240,4 +240,32 @@ fn a_running_box_publishes_people_and_crossings() {
         open.insert(e["id"].as_str().unwrap(), e["phase"].as_str().unwrap());
     }
     assert!(open.values().all(|p| *p == "end"), "{open:?}");
+    // events only (principle 2): no message the box published carries image bytes
+    for m in sub.all() {
+        assert!(m.payload.len() < 4096, "{}: {} bytes", m.topic, m.payload.len());
+        no_image_in(&m.topic, &m.json());
+    }
+}
+
+/// Fails if a JSON value holds anything that looks like a picture: a field named like one, or a
+/// string long enough to be encoded pixels, or the base64 openings of JPEG and PNG.
+fn no_image_in(topic: &str, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                let k = k.to_lowercase();
+                assert!(
+                    !["image", "snapshot", "thumbnail", "jpeg", "png", "frame_data"].iter().any(|w| k.contains(w)),
+                    "{topic}: field {k:?}"
+                );
+                no_image_in(topic, x);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| no_image_in(topic, x)),
+        serde_json::Value::String(s) => {
+            assert!(s.len() < 512, "{topic}: a {}-byte string", s.len());
+            assert!(!s.starts_with("/9j/") && !s.starts_with("iVBOR"), "{topic}: {s}");
+        }
+        _ => {}
+    }
 }
