@@ -288,8 +288,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     humantime::format_duration(cfg.detect.idle_interval),
                     cfg.lines.len()
                 );
+                let r = &cfg.redact;
+                println!(
+                    "  pictures leaving the box: people masked ({}), held {}, margin {}; whole frame masked when detection is older than {}",
+                    r.mode.as_str(),
+                    humantime::format_duration(r.hold),
+                    r.margin,
+                    humantime::format_duration(r.max_staleness)
+                );
             } else {
                 println!("  object detection off: motion and tamper events only");
+                println!("  pictures leaving the box: none can (redaction needs object detection)");
             }
             if cfg.mqtt.embedded_broker.is_some() {
                 println!("  warning: embedded development broker enabled (loopback only); not for a deployed box");
