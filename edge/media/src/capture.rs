@@ -381,6 +381,38 @@ fn describe(s: &SourceSpec) -> String {
     }
 }
 
+/// A `StaticMaskedFrame` from a sample of one of the capture's sinks, both downstream of the mask
+/// (P5): the luma plane, the chroma planes when `colour`, numbered and timed on `timeline`.
+/// `source_size` is the full resolution it was scaled from (`None`: not scaled).
+fn frame_from_sample(
+    sample: &gst::Sample,
+    colour: bool,
+    timeline: &std::sync::Mutex<MediaTimeline>,
+    index: u64,
+    source_size: Option<(u32, u32)>,
+) -> Result<StaticMaskedFrame, gst::FlowError> {
+    let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+        return Err(gst::FlowError::Error);
+    };
+    let info = gstreamer_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
+    let frame =
+        gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| gst::FlowError::Error)?;
+    let (w, h) = (info.width(), info.height());
+    let data = packed_plane(&frame, 0, w as usize, h as usize)?;
+    let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
+    let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
+    let mut f = StaticMaskedFrame::new(data, w, h, source_size.unwrap_or((w, h)), media_time_s, frame_number)
+        .with_frame_rate(frame_rate(&info));
+    if colour {
+        let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
+        let mut c = packed_plane(&frame, 1, cw, ch)?;
+        c.extend_from_slice(&packed_plane(&frame, 2, cw, ch)?);
+        let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
+        f = f.with_chroma(c, full);
+    }
+    Ok(f)
+}
+
 fn install_callback(
     cfg: &CaptureConfig,
     appsink: &AppSink,
@@ -397,35 +429,11 @@ fn install_callback(
         gstreamer_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-                    return Err(gst::FlowError::Error);
-                };
-                let info = gstreamer_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
-                let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-                    .map_err(|_| gst::FlowError::Error)?;
-                let (w, h) = (info.width(), info.height());
-                let data = packed_plane(&frame, 0, w as usize, h as usize)?;
-                let chroma = if colour {
-                    let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
-                    let mut c = packed_plane(&frame, 1, cw, ch)?;
-                    c.extend_from_slice(&packed_plane(&frame, 2, cw, ch)?);
-                    Some(c)
-                } else {
-                    None
-                };
-                let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
-                let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
+                let f = frame_from_sample(&sample, colour, &timeline, index, Some(source_size(sink)))?;
                 index += 1;
                 counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 flow.last_frame_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flow.frames_this_run.fetch_add(1, Ordering::SeqCst);
-                let source_size = source_size(sink);
-                let mut f = StaticMaskedFrame::new(data, w, h, source_size, media_time_s, frame_number)
-                    .with_frame_rate(frame_rate(&info));
-                if let Some(c) = chroma {
-                    let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
-                    f = f.with_chroma(c, full);
-                }
                 match pacing {
                     Pacing::Live => match tx.try_send(CaptureMsg::Frame(f)) {
                         Ok(()) => {}
@@ -443,7 +451,8 @@ fn install_callback(
 }
 
 /// The full-resolution branch: every frame in colour, numbered and timed like the analysis
-/// frames. It does not feed the stall watch or the counters (the analysis branch does).
+/// frames. It does not feed the stall watch or the counters (the analysis branch does). With live
+/// pacing a frame is dropped when the channel is full, so a consumer must pair frames by number.
 fn install_full_callback(
     cfg: &CaptureConfig,
     appsink: &AppSink,
@@ -456,24 +465,8 @@ fn install_full_callback(
         gstreamer_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-                    return Err(gst::FlowError::Error);
-                };
-                let info = gstreamer_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
-                let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-                    .map_err(|_| gst::FlowError::Error)?;
-                let (w, h) = (info.width(), info.height());
-                let data = packed_plane(&frame, 0, w as usize, h as usize)?;
-                let (cw, ch) = ((w as usize).div_ceil(2), (h as usize).div_ceil(2));
-                let mut chroma = packed_plane(&frame, 1, cw, ch)?;
-                chroma.extend_from_slice(&packed_plane(&frame, 2, cw, ch)?);
-                let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9);
-                let (media_time_s, frame_number) = timeline.lock().unwrap().map(pts, index);
+                let f = frame_from_sample(&sample, true, &timeline, index, None)?;
                 index += 1;
-                let full = info.colorimetry().range() == gstreamer_video::VideoColorRange::Range0_255;
-                let f = StaticMaskedFrame::new(data, w, h, (w, h), media_time_s, frame_number)
-                    .with_chroma(chroma, full)
-                    .with_frame_rate(frame_rate(&info));
                 match pacing {
                     Pacing::Live => match tx.try_send(CaptureMsg::Full(f)) {
                         Ok(()) | Err(TrySendError::Full(_)) => {}

@@ -75,6 +75,26 @@ pub(crate) fn offline_analyzer(
     Ok(Analyzer::new(cfg, factory, tamper, objects)?)
 }
 
+/// Offline capture of `spec` with the box's static masks and analysis frames: every frame
+/// delivered, the media clock from the file; with `full_frames`, the full-resolution branch too.
+pub(crate) fn offline_capture(cfg: &Config, spec: SourceSpec, full_frames: bool) -> anyhow::Result<Capture> {
+    let (analysis_width, colour) = analysis_frames(cfg);
+    Capture::start(CaptureConfig {
+        source: spec,
+        privacy: cfg.privacy.polygons(),
+        analysis_width,
+        colour,
+        full_frames,
+        pacing: Pacing::Offline,
+        recovery: Recovery::Stop,
+        loop_stored: false,
+        stall_timeout: cfg.source.stall_timeout,
+        queue: 8,
+        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
+    })
+    .map_err(anyhow::Error::msg)
+}
+
 /// Progress on a terminal: a bar over the clip's duration once GStreamer reports it, a spinner
 /// until then (indicatif draws nothing when standard error is not a terminal).
 pub(crate) struct Progress {
@@ -132,21 +152,7 @@ pub fn analyze(cfg: &Config, args: &AnalyzeArgs) -> anyhow::Result<AnalyzeSummar
     };
 
     let mut analyzer = offline_analyzer(cfg, args.start_time, args.scene_reference.as_ref())?;
-    let (analysis_width, colour) = analysis_frames(cfg);
-    let mut capture = Capture::start(CaptureConfig {
-        source: spec,
-        privacy: cfg.privacy.polygons(),
-        analysis_width,
-        colour,
-        full_frames: false,
-        pacing: Pacing::Offline,
-        recovery: Recovery::Stop,
-        loop_stored: false,
-        stall_timeout: cfg.source.stall_timeout,
-        queue: 8,
-        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
-    })
-    .map_err(anyhow::Error::msg)?;
+    let mut capture = offline_capture(cfg, spec, false)?;
 
     let mut bar = Progress::new(capture.counters());
     let (mut frames, mut events) = (0u64, 0u64);

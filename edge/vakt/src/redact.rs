@@ -13,11 +13,10 @@ use time::OffsetDateTime;
 
 use vakt_core::config::Config;
 use vakt_core::redaction::{DetectorResult, FullReason, MaskPlan, MaskPlanner, MotionInput};
-use vakt_media::{Capture, CaptureConfig, CaptureMsg, ClipWriter, Pacing, Recovery, Redactor, StaticMaskedFrame};
+use vakt_media::{CaptureMsg, ClipWriter, Redactor, StaticMaskedFrame};
 use vakt_vision::MotionResult;
 
-use crate::analyze::{Progress, offline_analyzer, offline_source, write_tracks};
-use crate::objects::analysis_frames;
+use crate::analyze::{Progress, offline_analyzer, offline_capture, offline_source, write_tracks};
 
 pub struct RedactArgs {
     pub input: String,
@@ -86,21 +85,7 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
     analyzer.detect_every_interval();
     let mut planner = MaskPlanner::new(cfg.redact.params(args.keep_track));
     let mut redactor = Redactor::new(cfg.redact.mode, cfg.privacy.polygons());
-    let (analysis_width, colour) = analysis_frames(cfg);
-    let mut capture = Capture::start(CaptureConfig {
-        source: spec,
-        privacy: cfg.privacy.polygons(),
-        analysis_width,
-        colour,
-        full_frames: true,
-        pacing: Pacing::Offline,
-        recovery: Recovery::Stop,
-        loop_stored: false,
-        stall_timeout: cfg.source.stall_timeout,
-        queue: 8,
-        camera_element: cfg.hardware.profile.gstreamer.camera_source.clone(),
-    })
-    .map_err(anyhow::Error::msg)?;
+    let mut capture = offline_capture(cfg, spec, true)?;
     let mut bar = Progress::new(capture.counters());
 
     let mut writer: Option<ClipWriter> = None;
