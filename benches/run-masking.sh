@@ -4,7 +4,8 @@
 # evaluation configs set none, so the defaults apply; they equal deploy/config/vakt.toml), scored
 # by mask_eval: coverage (ground-truth person boxes at least 90 % masked), over-masking (masked
 # share of the pixels outside every person box), and frames where a person is under 90 % / 50 %
-# masked. Then the fail-closed runs: the detector's results 300 ms late (inside max_staleness),
+# masked. The same with the face detector off (`[redact] faces = false`), to show what it adds.
+# Then the fail-closed runs: the detector's results 300 ms late (inside max_staleness),
 # 800 ms late (outside it) and stopped half-way; and the cost of the masking stage per frame.
 #
 #   bash benches/run-masking.sh
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 data="${VAKT_DATA_MIRROR:-../shared/data}/video"
 out="${OUT:-/tmp/vakt-masking-bench}"
 target="${CARGO_TARGET_DIR:-target}"
-bash models/fetch.sh .data/models --only yolox_nano >/dev/null
+bash models/fetch.sh .data/models --only yolox_nano,ultraface >/dev/null
 cargo build --release --locked --workspace --all-targets 2>&1 | tail -1
 rm -rf "$out"; mkdir -p "$out"
 
@@ -26,10 +27,17 @@ clips=("pets09|$data/pets09-s2l1/vtest.avi|$data/pets09-s2l1/gt.txt|benches/eval
 printf '%-16s %-14s %9s %9s %7s %7s %12s\n' clip run coverage over u90 u50 masked-whole | tee "$out/summary.txt"
 for c in "${clips[@]}"; do
   IFS='|' read -r name clip gt cfg stop <<<"$c"
-  for run in "shipped|" "late300|--detector-delay 300" "late800|--detector-delay 800" "stop|--detector-stop-at $stop"; do
-    IFS='|' read -r rname flags <<<"$run"
+  # the same config with the face detector off, beside it (its paths are relative to it)
+  nofaces="$(dirname "$cfg")/.$name-nofaces.toml"
+  trap 'rm -f benches/eval/.*-nofaces.toml' EXIT
+  { cat "$cfg"; printf '\n[redact]\nfaces = false\n'; } > "$nofaces"
+  for run in "shipped|" "faces-off||nofaces" "late300|--detector-delay 300" "late800|--detector-delay 800" \
+             "stop|--detector-stop-at $stop"; do
+    IFS='|' read -r rname flags variant <<<"$run"
+    runcfg=$cfg
+    [ "${variant:-}" = nofaces ] && runcfg=$nofaces
     # shellcheck disable=SC2086
-    log=$("$target/release/vakt" --log warn --config "$cfg" redact --input "$clip" \
+    log=$("$target/release/vakt" --log warn --config "$runcfg" redact --input "$clip" \
       --output "$out/$name-$rname.mp4" --masks "$out/$name-$rname-masks" $flags 2>&1)
     echo "$log" > "$out/$name-$rname.log"
     whole=$(echo "$log" | sed -n 's/.*: \([0-9]*\) masked whole,.*/\1/p')
@@ -43,6 +51,14 @@ PY
     rm -rf "$out/$name-$rname-masks"
   done
 done
+echo "== face detector cost per run, one core (60 frames of TUD-Stadtmitte, 640x480)"
+gst-launch-1.0 -q filesrc location="$data/tud-stadtmitte/TUD-Stadtmitte.mp4" ! decodebin ! videoconvert \
+  ! video/x-raw,format=BGR ! identity eos-after=60 ! filesink location="$out/tud.bgr"
+for size in small large; do
+  taskset -c 0 "$target/release/detector_cost" --frames "$out/tud.bgr" --width 640 --height 480 \
+    --models .data/models --faces $size | tee -a "$out/cost.json"
+done
+rm -f "$out/tud.bgr"
 echo "== masking cost per frame, one core"
-taskset -c 0 "$target/release/mask_cost" | tee "$out/cost.json"
+taskset -c 0 "$target/release/mask_cost" | tee -a "$out/cost.json"
 echo "results in $out"

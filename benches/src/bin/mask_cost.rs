@@ -45,11 +45,13 @@ fn frames(width: u32, height: u32, n: usize) -> anyhow::Result<Vec<StaticMaskedF
 fn main() -> anyhow::Result<()> {
     let mut planner = MaskPlanner::new(MaskParams::default());
     let sightings = (0..12)
-        .map(|i| Sighting {
-            track: Some(i),
-            class: ObjectClass::Person,
-            bbox: [0.05 + 0.075 * i as f32, 0.3 + 0.02 * (i % 4) as f32, 0.04, 0.15],
-            velocity: (0.05, 0.0),
+        .map(|i| {
+            Sighting::object(
+                Some(i),
+                ObjectClass::Person,
+                [0.05 + 0.075 * i as f32, 0.3 + 0.02 * (i % 4) as f32, 0.04, 0.15],
+                (0.05, 0.0),
+            )
         })
         .collect();
     planner.add_result(&DetectorResult { t: 0.0, sightings });

@@ -101,6 +101,7 @@ struct RawRedact {
     spread: Option<f64>,
     max_staleness: Option<String>,
     motion: Option<bool>,
+    faces: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -354,6 +355,9 @@ pub struct RedactConfig {
     pub max_staleness: Duration,
     /// Mask moving regions no detection explains.
     pub motion: bool,
+    /// Also mask the faces a face detector (UltraFace) finds, for cameras close enough to show
+    /// faces the person detector may miss (D9).
+    pub faces: bool,
 }
 
 impl RedactConfig {
@@ -525,6 +529,7 @@ pub mod defaults {
     pub const REDACT_MARGIN: f64 = 0.2;
     pub const REDACT_SPREAD: f64 = 0.25;
     pub const REDACT_MAX_STALENESS: &str = "500ms";
+    pub const REDACT_FACES: bool = true;
 }
 
 /// Loads and validates a config file.
@@ -1031,7 +1036,15 @@ fn redact(r: RawRedact, detect: &DetectConfig) -> Result<RedactConfig, ConfigErr
             ),
         ));
     }
-    Ok(RedactConfig { mode, hold, margin, spread, max_staleness, motion: r.motion.unwrap_or(true) })
+    Ok(RedactConfig {
+        mode,
+        hold,
+        margin,
+        spread,
+        max_staleness,
+        motion: r.motion.unwrap_or(true),
+        faces: r.faces.unwrap_or(defaults::REDACT_FACES),
+    })
 }
 
 fn classes(v: Vec<String>, key: &str) -> Result<Vec<ObjectClass>, ConfigError> {
@@ -1519,12 +1532,13 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
     fn redaction_config() {
         use crate::redaction::MaskMode;
         let c = parse_ok(GOOD);
-        assert_eq!((c.redact.mode, c.redact.motion), (MaskMode::Solid, true));
+        assert_eq!((c.redact.mode, c.redact.motion, c.redact.faces), (MaskMode::Solid, true, true));
         assert_eq!((c.redact.hold, c.redact.max_staleness), (Duration::from_secs(1), Duration::from_millis(500)));
         let p = c.redact.params(Some(4));
         assert_eq!((p.keep_track, p.max_staleness, p.margin), (Some(4), 0.5, 0.2));
-        let c = parse_ok(&format!("{GOOD}\n[redact]\nmode = \"blur\"\nhold = \"3s\"\nmotion = false\n"));
+        let c = parse_ok(&format!("{GOOD}\n[redact]\nmode = \"blur\"\nhold = \"3s\"\nmotion = false\nfaces = false\n"));
         assert_eq!((c.redact.mode, c.redact.hold, c.redact.motion), (MaskMode::Blur, Duration::from_secs(3), false));
+        assert!(!c.redact.faces);
         let cases = [
             (format!("{GOOD}\n[redact]\nmode = \"smudge\"\n"), "`redact.mode` = \"smudge\"", "\"pixelate\""),
             (format!("{GOOD}\n[redact]\nmargin = -0.1\n"), "`redact.margin` = -0.1", "0"),

@@ -40,6 +40,10 @@ pub enum EventKind {
     /// Several people in a zone move at running speed at once: a crude cue for a fight, panic or
     /// sudden dispersal.
     Running,
+    /// The object detector failed, or took longer than `redact.max_staleness` per run: people
+    /// detection is not trustworthy, and every picture leaving the box is masked whole until it
+    /// recovers (edge/docs/design/privacy.md, D5).
+    DetectorStalled,
 }
 
 impl EventKind {
@@ -56,6 +60,7 @@ impl EventKind {
         EventKind::Loitering,
         EventKind::Crowding,
         EventKind::Running,
+        EventKind::DetectorStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +77,7 @@ impl EventKind {
             EventKind::Loitering => "loitering",
             EventKind::Crowding => "crowding",
             EventKind::Running => "running",
+            EventKind::DetectorStalled => "detector_stalled",
         }
     }
 
@@ -91,10 +97,12 @@ impl EventKind {
             EventKind::Crowding => "RuleEngine/CountAggregation/Counter",
             // no ONVIF topic exists for this; a vendor topic under the rule engine
             EventKind::Running => "RuleEngine/Vakt/Running",
+            // the device's own health; a vendor topic under ONVIF's Monitoring root
+            EventKind::DetectorStalled => "Monitoring/Vakt/DetectorStalled",
         }
     }
 
-    /// Sabotage and camera-health conditions: they put the box's status into `degraded` while
+    /// Sabotage, camera-health and detector-health conditions: they put the box's status into `degraded` while
     /// they last.
     pub fn is_alarm(self) -> bool {
         matches!(
@@ -105,6 +113,7 @@ impl EventKind {
                 | EventKind::TooBlurry
                 | EventKind::SceneChanged
                 | EventKind::HousingOpened
+                | EventKind::DetectorStalled
         )
     }
 }
@@ -192,7 +201,10 @@ mod tests {
             assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
             let t = k.onvif_topic();
             assert!(
-                t.starts_with("VideoSource/") || t.starts_with("RuleEngine/") || *k == EventKind::HousingOpened,
+                t.starts_with("VideoSource/")
+                    || t.starts_with("RuleEngine/")
+                    || t.starts_with("Monitoring/")
+                    || *k == EventKind::HousingOpened,
                 "{t}"
             );
         }

@@ -67,6 +67,21 @@ pub struct Sighting {
     pub class: ObjectClass,
     pub bbox: NormRect,
     pub velocity: (f32, f32),
+    /// `Some` for a face from the face detector (D9): masked as a person, never tracked; the inner
+    /// `Option` is the track whose person box holds the face's centre, if any.
+    pub face_of: Option<Option<u64>>,
+}
+
+impl Sighting {
+    /// An object the detector found.
+    pub fn object(track: Option<u64>, class: ObjectClass, bbox: NormRect, velocity: (f32, f32)) -> Sighting {
+        Sighting { track, class, bbox, velocity, face_of: None }
+    }
+
+    /// A face, on the person box of track `of` if any, moving with that track.
+    pub fn face(of: Option<u64>, bbox: NormRect, velocity: (f32, f32)) -> Sighting {
+        Sighting { track: None, class: ObjectClass::Person, bbox, velocity, face_of: Some(of) }
+    }
 }
 
 /// Everything one detector run found, stamped with the media time of the frame it ran on.
@@ -159,6 +174,10 @@ impl MaskPlanner {
         }
         self.last_result = Some(r.t);
         for s in &r.sightings {
+            // D9: in subject access, a face on the kept person's box is theirs and stays visible
+            if s.face_of.is_some_and(|of| of.is_some() && of == self.params.keep_track) {
+                continue;
+            }
             let h = Held { track: s.track, class: s.class, bbox: s.bbox, velocity: s.velocity, seen: r.t };
             // a track's newest sighting replaces its older one; untracked sightings add up
             match s.track.and_then(|id| self.held.iter_mut().find(|x| x.track == Some(id))) {
@@ -353,7 +372,7 @@ mod tests {
     use super::*;
 
     fn person(track: Option<u64>, bbox: NormRect, velocity: (f32, f32)) -> Sighting {
-        Sighting { track, class: ObjectClass::Person, bbox, velocity }
+        Sighting::object(track, ObjectClass::Person, bbox, velocity)
     }
 
     fn planner(params: MaskParams) -> MaskPlanner {
@@ -428,8 +447,7 @@ mod tests {
     #[test]
     fn motion_is_masked_unless_a_vehicle_explains_it() {
         let mut p = planner(MaskParams { margin: 0.0, ..MaskParams::default() });
-        let car =
-            Sighting { track: Some(3), class: ObjectClass::Car, bbox: [0.5, 0.5, 0.3, 0.2], velocity: (0.0, 0.0) };
+        let car = Sighting::object(Some(3), ObjectClass::Car, [0.5, 0.5, 0.3, 0.2], (0.0, 0.0));
         p.add_result(&DetectorResult { t: 0.0, sightings: vec![car] });
         let m = MotionInput { blobs: vec![[0.55, 0.55, 0.1, 0.1], [0.1, 0.1, 0.05, 0.1]], global_change: false };
         let MaskPlan::Regions { motion, people, .. } = p.plan(0.1, &m) else { panic!() };
@@ -467,6 +485,40 @@ mod tests {
         // row 0: kept 0..5 except the other person's 4..6; masked by motion from 6
         assert_eq!(&mask[0..10], &[0, 0, 0, 0, 255, 255, 255, 255, 255, 255]);
         assert_eq!(&mask[10..20], &[0, 0, 0, 0, 0, 255, 255, 255, 255, 255]);
+    }
+
+    #[test]
+    fn faces_are_masked_and_held_but_the_kept_persons_own_face_stays_visible() {
+        let params = MaskParams { keep_track: Some(7), margin: 0.0, spread: 0.0, ..MaskParams::default() };
+        let mut p = planner(params);
+        p.add_result(&DetectorResult {
+            t: 0.0,
+            sightings: vec![
+                person(Some(7), [0.0, 0.0, 0.5, 1.0], (0.0, 0.0)),
+                Sighting::face(Some(7), [0.1, 0.0, 0.2, 0.5], (0.0, 0.0)),
+                // a face the person detector missed, and one on someone untracked
+                Sighting::face(None, [0.7, 0.0, 0.2, 0.5], (0.0, 0.0)),
+                Sighting::face(Some(8), [0.5, 0.5, 0.1, 0.5], (0.0, 0.0)),
+            ],
+        });
+        let MaskPlan::Regions { keep, people, .. } = p.plan(0.5, &still()) else { panic!() };
+        assert_eq!(keep.len(), 1);
+        assert_eq!(people, vec![[0.7, 0.0, 0.2, 0.5], [0.5, 0.5, 0.1, 0.5]]);
+        // held like any person, and gone after the hold
+        p.add_result(&DetectorResult { t: 1.0, sightings: vec![] });
+        let MaskPlan::Regions { people, .. } = p.plan(1.0, &still()) else { panic!() };
+        assert_eq!(people.len(), 2);
+        p.add_result(&DetectorResult { t: 1.2, sightings: vec![] });
+        let MaskPlan::Regions { people, .. } = p.plan(1.2, &still()) else { panic!() };
+        assert!(people.is_empty());
+        // without subject access every face is masked
+        let mut p = planner(MaskParams { margin: 0.0, spread: 0.0, ..MaskParams::default() });
+        p.add_result(&DetectorResult {
+            t: 0.0,
+            sightings: vec![Sighting::face(Some(7), [0.1, 0.0, 0.2, 0.5], (0.0, 0.0))],
+        });
+        let MaskPlan::Regions { people, .. } = p.plan(0.0, &still()) else { panic!() };
+        assert_eq!(people.len(), 1);
     }
 
     #[test]

@@ -246,10 +246,12 @@ impl Analyzer {
         ends.into_iter().map(|re| self.rule_event(re)).collect()
     }
 
-    /// Runs the detector at `detect.interval` whatever the scene does (pictures are redacted).
-    pub fn detect_every_interval(&mut self) {
-        if let Some(o) = &mut self.objects {
-            o.set_every_interval(true);
+    /// Prepares object analysis for redaction (pictures leave the box): the detector runs at
+    /// `detect.interval` whatever the scene does, with the face detector when configured.
+    pub fn prepare_for_redaction(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        match &mut self.objects {
+            Some(o) => o.prepare_for_redaction(cfg),
+            None => Ok(()),
         }
     }
 
@@ -315,6 +317,9 @@ impl Analyzer {
         }
         if self.housing.is_some() {
             a.push(EventKind::HousingOpened.as_str());
+        }
+        if self.objects.as_ref().is_some_and(ObjectStage::stalled) {
+            a.push(EventKind::DetectorStalled.as_str());
         }
         a
     }

@@ -49,6 +49,12 @@ enum Command {
         /// SECONDS, so the watchdog must starve.
         #[arg(long, hide = true, value_name = "SECONDS")]
         fault_stall_analysis_after: Option<f64>,
+        /// Fault injection for tests: every object detector run sleeps MS first.
+        #[arg(long, hide = true, value_name = "MS", default_value_t = 0)]
+        fault_detector_delay: u64,
+        /// Fault injection for tests: object detector runs after the first RUNS fail.
+        #[arg(long, hide = true, value_name = "RUNS")]
+        fault_detector_fail_after: Option<u64>,
     },
     /// Replay a video file through the box's pipeline, deterministically, on its media clock.
     Analyze {
@@ -181,10 +187,18 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { print_events, fault_stall_analysis_after } => {
+        Command::Run { print_events, fault_stall_analysis_after, fault_detector_delay, fault_detector_fail_after } => {
             let cfg = load_config(&cli.config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(run::run(cfg, run::RunOptions { print_events, fault_stall_analysis_after }))
+            rt.block_on(run::run(
+                cfg,
+                run::RunOptions {
+                    print_events,
+                    fault_stall_analysis_after,
+                    fault_detector_delay: std::time::Duration::from_millis(fault_detector_delay),
+                    fault_detector_fail_after,
+                },
+            ))
         }
         Command::Analyze { input, events, motion_masks, tracks, start_time, scene_reference } => {
             let cfg = load_config(&cli.config)?;

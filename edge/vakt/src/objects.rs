@@ -6,11 +6,13 @@ use anyhow::Context;
 
 use vakt_core::config::Config;
 use vakt_core::detect::{BoxPx, ObjectClass};
+use vakt_core::event::EventKind;
+use vakt_core::lifecycle::{Transition, TransitionPhase};
 use vakt_core::redaction::{DetectorResult, Sighting};
 use vakt_core::rules::{RuleEngine, RuleEvent, RuleObject};
 use vakt_core::track::{TrackView, Tracker, TrackerConfig};
 use vakt_media::StaticMaskedFrame;
-use vakt_vision::{BgrFrame, Detector, MotionResult, YoloxParams, YoloxTract};
+use vakt_vision::{BgrFrame, Detector, FaceParams, MotionResult, UltraFace, YoloxParams, YoloxTract};
 
 /// A reported track at one frame, with its box in the input's pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,8 @@ pub struct ObjectsFrame {
 pub struct ObjectCounters {
     pub frames: u64,
     pub detector_runs: u64,
+    /// Runs that failed (the live box only: offline, a failure ends the run).
+    pub detector_failures: u64,
 }
 
 pub struct ObjectStage {
@@ -85,6 +89,120 @@ pub struct ObjectStage {
     /// Run at `interval` even over a still, empty scene: pictures are being redacted, and the
     /// masker needs fresh results (edge/docs/design/privacy.md, D5).
     every_interval: bool,
+    /// Runs with the object detector when pictures are redacted and `[redact] faces` is on (D9).
+    faces: Option<UltraFace>,
+    /// On the live box: the detector's health (D10). `None` in offline replay, where a detector
+    /// error ends the run and wall time means nothing.
+    health: Option<DetectorHealth>,
+}
+
+/// How many runs in a row within the bound end a `detector_stalled` alarm.
+pub const RECOVERY_RUNS: u32 = 5;
+
+/// D10: the detector's health on the live box. A run that fails, or takes longer than the
+/// masker's `max_staleness` (wall time), opens the alarm `detector_stalled`: the masker could not
+/// have had a fresh result, so every picture leaving the box would be masked whole. It ends after
+/// `RECOVERY_RUNS` good runs in a row.
+#[derive(Debug, Clone)]
+pub struct DetectorHealth {
+    slow_after: f64,
+    /// Onset media time, serial and reason of the open alarm.
+    open: Option<(f64, u64, &'static str)>,
+    serial: u64,
+    good_runs: u32,
+    failures: u64,
+}
+
+/// What one detector run did, for [`DetectorHealth`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Finished, taking this many seconds of wall time.
+    Done(f64),
+    /// Failed with this error.
+    Failed(String),
+}
+
+impl DetectorHealth {
+    pub fn new(slow_after: std::time::Duration) -> DetectorHealth {
+        DetectorHealth { slow_after: slow_after.as_secs_f64(), open: None, serial: 0, good_runs: 0, failures: 0 }
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Detector runs that failed since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Folds in a run at media time `t`; returns the alarm's start or end when it changes.
+    pub fn observe(&mut self, t: f64, outcome: &RunOutcome) -> Option<RuleEvent> {
+        let bad = match outcome {
+            RunOutcome::Done(s) if *s > self.slow_after => Some(("slow", format!("a run took {:.0} ms", s * 1000.0))),
+            RunOutcome::Done(_) => None,
+            RunOutcome::Failed(e) => {
+                self.failures += 1;
+                Some(("error", e.clone()))
+            }
+        };
+        let transition =
+            |phase, onset, serial| Transition { phase, onset, last_active: t, at: t, bbox: None, area: 0.0, serial };
+        match (bad, self.open) {
+            (Some((reason, detail)), None) => {
+                self.good_runs = 0;
+                let serial = self.serial;
+                self.serial += 1;
+                self.open = Some((t, serial, reason));
+                let mut attrs = serde_json::Map::new();
+                attrs.insert("reason".into(), reason.into());
+                attrs.insert("detail".into(), detail.into());
+                if let RunOutcome::Done(s) = outcome {
+                    attrs.insert("run_ms".into(), ((s * 1000.0).round()).into());
+                }
+                attrs.insert("max_staleness_ms".into(), ((self.slow_after * 1000.0).round()).into());
+                Some(RuleEvent {
+                    kind: EventKind::DetectorStalled,
+                    zone: None,
+                    subject: None,
+                    transition: transition(TransitionPhase::Start, t, serial),
+                    attrs,
+                })
+            }
+            (Some(_), Some(_)) => {
+                self.good_runs = 0;
+                None
+            }
+            (None, Some(_)) => {
+                self.good_runs += 1;
+                if self.good_runs >= RECOVERY_RUNS { self.end(t) } else { None }
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Ends an open alarm at media time `t` (recovery, signal lost, shutdown).
+    pub fn end(&mut self, t: f64) -> Option<RuleEvent> {
+        let (onset, serial, reason) = self.open.take()?;
+        self.good_runs = 0;
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("reason".into(), reason.into());
+        Some(RuleEvent {
+            kind: EventKind::DetectorStalled,
+            zone: None,
+            subject: None,
+            transition: Transition {
+                phase: TransitionPhase::End,
+                onset,
+                last_active: t,
+                at: t.max(onset),
+                bbox: None,
+                area: 0.0,
+                serial,
+            },
+            attrs,
+        })
+    }
 }
 
 impl ObjectStage {
@@ -128,16 +246,53 @@ impl ObjectStage {
             found_at_last_run: std::collections::HashSet::new(),
             counters: ObjectCounters::default(),
             every_interval: false,
+            faces: None,
+            health: None,
         }
     }
 
-    /// Runs the detector at `detect.interval` whatever the scene does (for redaction).
-    pub fn set_every_interval(&mut self, on: bool) {
-        self.every_interval = on;
+    /// The live box: a detector error no longer ends the run but opens `detector_stalled`, as
+    /// does a run slower than `[redact] max_staleness` (D10).
+    pub fn watch_health(&mut self, cfg: &Config) {
+        self.health = Some(DetectorHealth::new(cfg.redact.max_staleness));
+    }
+
+    /// Whether `detector_stalled` is open.
+    pub fn stalled(&self) -> bool {
+        self.health.as_ref().is_some_and(DetectorHealth::is_stalled)
+    }
+
+    /// Fault injection (tests): every run sleeps `delay` first, and runs after the first
+    /// `fail_after` fail.
+    pub fn inject_faults(&mut self, delay: std::time::Duration, fail_after: Option<u64>) {
+        let inner = std::mem::replace(&mut self.detector, Box::new(NoDetector));
+        self.detector = Box::new(FaultyDetector { inner, delay, fail_after, runs: 0 });
+    }
+
+    /// Prepares the stage for redaction: the detector runs at `detect.interval` whatever the
+    /// scene does (D5), and the face detector with it when `[redact] faces` is on (D9; refused,
+    /// naming the model directory, when its model is missing or damaged).
+    pub fn prepare_for_redaction(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        self.every_interval = true;
+        if cfg.redact.faces && self.faces.is_none() {
+            let manifest = vakt_core::models::builtin()
+                .into_iter()
+                .find(|m| m.name == "ultraface")
+                .context("the face model's manifest is not built in")?;
+            let faces = UltraFace::load(&cfg.models.dir, &manifest, FaceParams::default()).with_context(|| {
+                format!(
+                    "face masking cannot start (models.dir = {}); fix the model or set `[redact] faces = false`",
+                    cfg.models.dir.display()
+                )
+            })?;
+            tracing::info!(detector = %faces.name(), "face detector loaded for masking");
+            self.faces = Some(faces);
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> ObjectCounters {
-        self.counters
+        ObjectCounters { detector_failures: self.health.as_ref().map_or(0, DetectorHealth::failures), ..self.counters }
     }
 
     /// One frame: detect or predict (S1–S4), then the rules. Returns the reported tracks in input
@@ -152,14 +307,46 @@ impl ObjectStage {
         let run = frame.has_colour() && due(self.last_run, t, self.interval, self.idle_interval, active);
         // the colour conversion is paid only on the frames the detector runs on
         let mut result = None;
+        let mut health_events = Vec::new();
         let (schedule, views) = match frame.bgr().filter(|_| run) {
             Some(bgr) => {
-                let detections = self.detector.detect(&BgrFrame { width: w, height: h, data: &bgr })?;
+                let frame = BgrFrame { width: w, height: h, data: &bgr };
+                let started = std::time::Instant::now();
+                let found = self.detector.detect(&frame).and_then(|d| {
+                    let faces = match &mut self.faces {
+                        Some(f) => f.detect(&frame)?,
+                        None => Vec::new(),
+                    };
+                    Ok((d, faces))
+                });
                 self.last_run = Some(t);
-                self.counters.detector_runs += 1;
-                let views = self.tracker.update(t, &detections);
-                result = Some(self.sightings(t, &detections, w as f32, h as f32));
-                (Schedule::Detect, views)
+                let outcome = match &found {
+                    Ok(_) => RunOutcome::Done(started.elapsed().as_secs_f64()),
+                    Err(e) => RunOutcome::Failed(e.to_string()),
+                };
+                match (&mut self.health, found) {
+                    (_, Ok((detections, faces))) => {
+                        self.counters.detector_runs += 1;
+                        if let Some(h) = &mut self.health {
+                            health_events.extend(h.observe(t, &outcome));
+                        }
+                        let views = self.tracker.update(t, &detections);
+                        result = Some(self.sightings(t, &detections, &faces, w as f32, h as f32));
+                        (Schedule::Detect, views)
+                    }
+                    // the live box goes on with motion and tamper, and says so (D10); the
+                    // masker gets no result, so pictures go out masked whole (D5)
+                    (Some(health), Err(e)) => {
+                        if !health.is_stalled() {
+                            tracing::error!(
+                                "the object detector failed: {e}; people are masked whole-frame until it recovers"
+                            );
+                        }
+                        health_events.extend(health.observe(t, &outcome));
+                        (Schedule::Predict, self.tracker.report(t))
+                    }
+                    (None, Err(e)) => return Err(e.into()),
+                }
             }
             None => (Schedule::Predict, self.tracker.report(t)),
         };
@@ -167,7 +354,8 @@ impl ObjectStage {
             self.found_at_last_run = views.iter().filter(|v| !v.coasting).map(|v| v.id).collect();
         }
         let found = &self.found_at_last_run;
-        let events = self.rules.update(t, &rule_objects(&views, t, w as f32, h as f32, |id| found.contains(&id)));
+        let mut events = self.rules.update(t, &rule_objects(&views, t, w as f32, h as f32, |id| found.contains(&id)));
+        events.extend(health_events);
         let (sw, sh) = match frame.source_size() {
             (0, _) | (_, 0) => (w, h),
             s => s,
@@ -188,22 +376,46 @@ impl ObjectStage {
 
     /// Every detection of a run for the masker, in shares of the frame: all of them, not only the
     /// reported tracks (a person standing still since the start is scenery to the tracker, R8,
-    /// but must be masked), each with its track's velocity when the tracker matched it.
-    fn sightings(&self, t: f64, detections: &[vakt_core::detect::Detection], w: f32, h: f32) -> DetectorResult {
+    /// but must be masked), each with its track's velocity when the tracker matched it. Faces
+    /// (D9) follow the person box that holds their centre, the smallest if several do.
+    fn sightings(
+        &self,
+        t: f64,
+        detections: &[vakt_core::detect::Detection],
+        faces: &[vakt_core::detect::Detection],
+        w: f32,
+        h: f32,
+    ) -> DetectorResult {
         let assignment = self.tracker.assignment();
-        let sightings = detections
+        let velocity = |track: Option<u64>| {
+            track
+                .and_then(|id| self.tracker.tracks().iter().find(|tr| tr.id == id))
+                .map(|tr| (tr.velocity.0 / w, tr.velocity.1 / h))
+                .unwrap_or((0.0, 0.0))
+        };
+        let norm = |b: &BoxPx| [b.x / w, b.y / h, b.w / w, b.h / h];
+        let mut sightings: Vec<Sighting> = detections
             .iter()
             .enumerate()
             .map(|(i, d)| {
                 let track = assignment.get(i).copied().flatten();
-                let velocity = track
-                    .and_then(|id| self.tracker.tracks().iter().find(|tr| tr.id == id))
-                    .map(|tr| (tr.velocity.0 / w, tr.velocity.1 / h))
-                    .unwrap_or((0.0, 0.0));
-                let b = d.bbox;
-                Sighting { track, class: d.class, bbox: [b.x / w, b.y / h, b.w / w, b.h / h], velocity }
+                Sighting::object(track, d.class, norm(&d.bbox), velocity(track))
             })
             .collect();
+        for f in faces {
+            let (cx, cy) = f.bbox.centre();
+            let holder = detections
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| {
+                    d.class == ObjectClass::Person
+                        && (d.bbox.x..=d.bbox.right()).contains(&cx)
+                        && (d.bbox.y..=d.bbox.bottom()).contains(&cy)
+                })
+                .min_by(|a, b| a.1.bbox.area().total_cmp(&b.1.bbox.area()))
+                .and_then(|(i, _)| assignment.get(i).copied().flatten());
+            sightings.push(Sighting::face(holder, norm(&f.bbox), velocity(holder)));
+        }
         DetectorResult { t, sightings }
     }
 
@@ -214,7 +426,43 @@ impl ObjectStage {
         self.tracker.clear();
         self.last_run = None;
         self.found_at_last_run.clear();
-        self.rules.finish(t)
+        let mut events = self.rules.finish(t);
+        events.extend(self.health.as_mut().and_then(|h| h.end(t)));
+        events
+    }
+}
+
+/// Stands in while the real detector is moved into a wrapper.
+struct NoDetector;
+
+impl Detector for NoDetector {
+    fn detect(&mut self, _: &BgrFrame<'_>) -> Result<Vec<vakt_core::detect::Detection>, vakt_vision::VisionError> {
+        Ok(Vec::new())
+    }
+    fn name(&self) -> String {
+        "none".into()
+    }
+}
+
+/// Fault injection: a slow or failing detector around the real one.
+struct FaultyDetector {
+    inner: Box<dyn Detector>,
+    delay: std::time::Duration,
+    fail_after: Option<u64>,
+    runs: u64,
+}
+
+impl Detector for FaultyDetector {
+    fn detect(&mut self, frame: &BgrFrame<'_>) -> Result<Vec<vakt_core::detect::Detection>, vakt_vision::VisionError> {
+        self.runs += 1;
+        std::thread::sleep(self.delay);
+        if self.fail_after.is_some_and(|n| self.runs > n) {
+            return Err(vakt_vision::VisionError::Model("fault injection: the detector fails".into()));
+        }
+        self.inner.detect(frame)
+    }
+    fn name(&self) -> String {
+        format!("{} (faults injected)", self.inner.name())
     }
 }
 
@@ -266,6 +514,38 @@ mod tests {
         }
         // interval 0: every frame while active
         assert!(due(Some(1.0), 1.04, 0.0, 2.0, true));
+    }
+
+    #[test]
+    fn a_failed_or_slow_run_opens_detector_stalled_and_good_runs_end_it() {
+        let mut h = DetectorHealth::new(std::time::Duration::from_millis(500));
+        assert!(h.observe(0.0, &RunOutcome::Done(0.1)).is_none());
+        let start = h.observe(0.2, &RunOutcome::Done(0.8)).expect("a slow run opens the alarm");
+        assert_eq!((start.kind, start.transition.phase), (EventKind::DetectorStalled, TransitionPhase::Start));
+        assert_eq!(start.attrs["reason"], "slow");
+        assert_eq!(start.attrs["run_ms"], 800.0);
+        assert!(h.is_stalled());
+        // an error while open changes nothing but restarts the count of good runs
+        for i in 0..RECOVERY_RUNS - 1 {
+            assert!(h.observe(1.0 + i as f64, &RunOutcome::Done(0.1)).is_none());
+        }
+        assert!(h.observe(5.0, &RunOutcome::Failed("boom".into())).is_none());
+        for i in 0..RECOVERY_RUNS - 1 {
+            assert!(h.observe(6.0 + i as f64, &RunOutcome::Done(0.1)).is_none());
+        }
+        let end = h.observe(20.0, &RunOutcome::Done(0.1)).expect("five good runs in a row end it");
+        assert_eq!((end.transition.phase, end.transition.onset, end.transition.serial), (TransitionPhase::End, 0.2, 0));
+        assert!(!h.is_stalled());
+        // a failure opens a new one, with the error; shutdown ends it
+        let again = h.observe(21.0, &RunOutcome::Failed("model gone".into())).unwrap();
+        assert_eq!(
+            (again.attrs["reason"].as_str(), again.attrs["detail"].as_str()),
+            (Some("error"), Some("model gone"))
+        );
+        assert_eq!(again.transition.serial, 1);
+        assert_eq!(h.end(22.0).unwrap().transition.phase, TransitionPhase::End);
+        assert!(h.end(23.0).is_none());
+        assert_eq!(h.failures(), 2);
     }
 
     #[test]

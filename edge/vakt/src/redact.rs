@@ -82,7 +82,7 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
     let partial = partial_path(&args.output);
 
     let mut analyzer = offline_analyzer(cfg, OffsetDateTime::UNIX_EPOCH, None)?;
-    analyzer.detect_every_interval();
+    analyzer.prepare_for_redaction(cfg)?;
     let mut planner = MaskPlanner::new(cfg.redact.params(args.keep_track));
     let mut redactor = Redactor::new(cfg.redact.mode, cfg.privacy.polygons());
     let mut capture = offline_capture(cfg, spec, true)?;

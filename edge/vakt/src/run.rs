@@ -27,6 +27,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Default)]
 struct AnalysisStats {
     frames: AtomicU64,
+    detector_runs: AtomicU64,
+    detector_failures: AtomicU64,
     /// Capture messages handled (frames and signal changes): the watchdog's analysis progress.
     handled: AtomicU64,
     events_dropped: AtomicU64,
@@ -38,6 +40,10 @@ pub struct RunOptions {
     pub print_events: bool,
     /// Fault injection (tests): analysis stops once the media time passes this.
     pub fault_stall_analysis_after: Option<f64>,
+    /// Fault injection (tests): every detector run sleeps this long first.
+    pub fault_detector_delay: Duration,
+    /// Fault injection (tests): detector runs after the first N fail.
+    pub fault_detector_fail_after: Option<u64>,
 }
 
 /// What the status reports beyond the config: alarms open now, and commissioning.
@@ -163,7 +169,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // A missing or damaged model does not heal by restarting: exit 2, like a config error.
     let objects = if cfg.detect.enabled {
-        Some(crate::objects::ObjectStage::load(&cfg).map_err(|e| crate::UsageError(format!("{e:#}")))?)
+        let mut stage = crate::objects::ObjectStage::load(&cfg).map_err(|e| crate::UsageError(format!("{e:#}")))?;
+        // once running, a failing or slow detector is an alarm, not an exit (D10)
+        stage.watch_health(&cfg);
+        if !opts.fault_detector_delay.is_zero() || opts.fault_detector_fail_after.is_some() {
+            tracing::warn!(delay = ?opts.fault_detector_delay, fail_after = ?opts.fault_detector_fail_after, "fault injection: detector");
+            stage.inject_faults(opts.fault_detector_delay, opts.fault_detector_fail_after);
+        }
+        Some(stage)
     } else {
         tracing::warn!("object detection is off (`[detect] enabled = false`): motion and tamper events only");
         None
@@ -275,7 +288,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                             return Ok(());
                         }
                         st.frames.fetch_add(1, Ordering::Relaxed);
-                        analyzer.process(&f)?.events
+                        let events = analyzer.process(&f)?.events;
+                        if let Some(c) = analyzer.object_counters() {
+                            st.detector_runs.store(c.detector_runs, Ordering::Relaxed);
+                            st.detector_failures.store(c.detector_failures, Ordering::Relaxed);
+                        }
+                        events
                     }
                     CaptureMsg::SignalLost { reason, media_time_s } => analyzer.signal_lost(&reason, media_time_s)?,
                     CaptureMsg::SignalRestored { media_time_s } => {
@@ -363,6 +381,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     "frames_in": capture_counters.frames_in.load(Ordering::Relaxed),
                     "frames_dropped": capture_counters.frames_dropped.load(Ordering::Relaxed),
                     "analysis_fps": (fps * 10.0).round() / 10.0,
+                    "detector_runs": cfg.detect.enabled.then(|| stats.detector_runs.load(Ordering::Relaxed)),
+                    "detector_failures": cfg.detect.enabled.then(|| stats.detector_failures.load(Ordering::Relaxed)),
                     "reconnects": capture_counters.reconnects.load(Ordering::Relaxed),
                     "events_backlog": mqtt.counters.backlog.load(Ordering::Relaxed),
                     "events_dropped": stats.events_dropped.load(Ordering::Relaxed) + mqtt.counters.dropped.load(Ordering::Relaxed),

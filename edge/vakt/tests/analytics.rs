@@ -269,3 +269,55 @@ fn no_image_in(topic: &str, v: &serde_json::Value) {
         _ => {}
     }
 }
+
+/// D10: a detector that fails, or runs slower than `[redact] max_staleness`, does not take the box
+/// down: it raises `detector_stalled` (an alarm event, and the status degraded) while motion goes
+/// on, and the alarm ends at shutdown.
+#[test]
+fn a_failing_or_slow_detector_raises_detector_stalled_and_the_box_goes_on() {
+    let extra = format!(
+        "[models]\ndir = \"{}\"\n[detect]\nenabled = true\n[tamper]\nenabled = false\n",
+        models_dir().display()
+    );
+    for (args, reason) in
+        [(&["--fault-detector-fail-after", "2"][..], "error"), (&["--fault-detector-delay", "700"][..], "slow")]
+    {
+        let broker = Mosquitto::start();
+        let sub = Subscriber::start(broker.port, "vakt/#");
+        let cfg = TestConfig::new(&broker.url(), "test://ball", &extra);
+        let mut b = BoxProcess::start_with(&cfg.path, args);
+        let stalled = |m: &Msg| m.topic.ends_with("/events") && m.payload.contains("\"detector_stalled\"");
+        assert!(sub.wait_for(stalled, Duration::from_secs(30)), "{args:?}: no detector_stalled\n{}", b.log());
+        let degraded = |m: &Msg| {
+            m.topic.ends_with("/status")
+                && m.json()["alarms"].as_array().is_some_and(|a| a.iter().any(|x| x == "detector_stalled"))
+        };
+        assert!(sub.wait_for(degraded, Duration::from_secs(5)), "{args:?}: the status never listed the alarm");
+        // the box goes on: more health messages, motion events, no exit
+        let healths = |s: &Subscriber| s.all().iter().filter(|m| m.topic.ends_with("/health")).count();
+        let before = healths(&sub);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(healths(&sub) > before, "{args:?}: health stopped\n{}", b.log());
+        assert!(b.child.try_wait().unwrap().is_none(), "{args:?}: the box exited\n{}", b.log());
+        b.signal("TERM");
+        assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+        assert!(sub.wait_for(|m| m.payload.contains("\"stopped\""), Duration::from_secs(5)));
+        let events = sub.events();
+        let alarm: Vec<_> = events.iter().filter(|e| e["kind"] == "detector_stalled").collect();
+        assert_eq!(alarm.len(), 2, "{args:?}: one start and one end: {alarm:?}");
+        assert_eq!((alarm[0]["phase"].as_str(), alarm[1]["phase"].as_str()), (Some("start"), Some("end")));
+        assert_eq!(alarm[0]["attrs"]["reason"], reason, "{}", alarm[0]);
+        assert_eq!(alarm[0]["id"], alarm[1]["id"]);
+        assert!(events.iter().any(|e| e["kind"] == "motion"), "{args:?}: motion stopped with the detector");
+        let schema = schema();
+        for e in &alarm {
+            let errors: Vec<String> = schema.iter_errors(e).map(|er| er.to_string()).collect();
+            assert!(errors.is_empty(), "{e}: {errors:?}");
+        }
+        if reason == "error" {
+            let health: Vec<_> = sub.all().into_iter().filter(|m| m.topic.ends_with("/health")).collect();
+            let last = health.last().unwrap().json();
+            assert!(last["detector_failures"].as_u64().unwrap() >= 1, "{last}");
+        }
+    }
+}

@@ -307,4 +307,33 @@ fn bad_arguments_are_refused_with_the_value() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`[detect] enabled = false`"));
+    // a damaged face model: refused, naming the model directory and the way out; no output
+    let models = tempfile::tempdir().unwrap();
+    for name in ["yolox_nano", "ultraface"] {
+        let src = repo_root().join(".data/models").join(name);
+        std::fs::create_dir_all(models.path().join(name)).unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, models.path().join(name).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let onnx = models.path().join("ultraface/version-RFB-320.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&onnx, bytes).unwrap();
+    let damaged = TestConfig::new(
+        "mqtt://127.0.0.1:1",
+        "test://ball",
+        &format!("[models]\ndir = \"{}\"\n[detect]\nenabled = true\n", models.path().display()),
+    );
+    let o = vakt()
+        .args(["--config", &damaged.path.display().to_string(), "redact", "--input", &clip.display().to_string()])
+        .args(["--output", &out.display().to_string()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(e.contains("face masking cannot start") && e.contains("`[redact] faces = false`"), "{e}");
+    assert!(e.contains("version-RFB-320.onnx") && e.contains("damaged or replaced"), "{e}");
+    assert!(!out.exists(), "no output for a failed run");
 }

@@ -48,10 +48,16 @@ impl Default for YoloxParams {
     }
 }
 
-/// Checks every file of `manifest` under `dir` and returns the weights' bytes, read once and
-/// checked against the manifest's sha256 (so the bytes loaded are the bytes verified); refuses a
-/// model whose checksum does not match, naming the file and both checksums.
+/// Checks every file of `manifest` under `dir` and returns the (first) weights' bytes, read once
+/// and checked against the manifest's sha256 (so the bytes loaded are the bytes verified); refuses
+/// a model whose checksum does not match, naming the file and both checksums.
 pub fn verified_weights(dir: &Path, manifest: &Manifest) -> Result<(PathBuf, Vec<u8>), VisionError> {
+    let w = manifest.files.iter().find(|f| f.role == "weights").expect("manifests have weights (parse checks)");
+    verified_weights_file(dir, manifest, &w.path)
+}
+
+/// As [`verified_weights`], for the weights file `file` of a manifest that ships several.
+pub fn verified_weights_file(dir: &Path, manifest: &Manifest, file: &str) -> Result<(PathBuf, Vec<u8>), VisionError> {
     for c in models::verify(dir, manifest) {
         let why = match c.outcome {
             FileOutcome::Ok => continue,
@@ -67,7 +73,9 @@ pub fn verified_weights(dir: &Path, manifest: &Manifest) -> Result<(PathBuf, Vec
             c.path.display()
         )));
     }
-    let w = manifest.files.iter().find(|f| f.role == "weights").expect("manifests have weights (parse checks)");
+    let w = manifest.files.iter().find(|f| f.role == "weights" && f.path == file).ok_or_else(|| {
+        VisionError::Model(format!("model {}: the manifest lists no weights file {file:?}", manifest.name))
+    })?;
     let path = dir.join(&manifest.name).join(&w.path);
     let bytes = std::fs::read(&path).map_err(|e| VisionError::Model(format!("{}: {e}", path.display())))?;
     let actual = hex_sha256(&bytes);

@@ -3,11 +3,13 @@
 //! and the benchmarks.
 
 pub mod detector;
+pub mod face;
 pub mod motion;
 pub mod tamper;
 pub mod zones;
 
 pub use detector::{BgrFrame, Detector, YoloxParams, YoloxTract};
+pub use face::{FaceInput, FaceParams, UltraFace};
 pub use motion::{
     BackgroundMotion, Blob, GrayFrame, MotionDetector, MotionParams, MotionResult, VisionError, resize_gray,
 };

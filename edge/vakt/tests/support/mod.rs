@@ -268,8 +268,20 @@ pub struct BoxProcess {
 
 impl BoxProcess {
     pub fn start(cfg: &Path) -> BoxProcess {
-        let mut child =
-            vakt().arg("--config").arg(cfg).arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        BoxProcess::start_with(cfg, &[])
+    }
+
+    /// `vakt run` with extra arguments (fault injection).
+    pub fn start_with(cfg: &Path, args: &[&str]) -> BoxProcess {
+        let mut child = vakt()
+            .arg("--config")
+            .arg(cfg)
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let err = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let s = stderr.clone();
