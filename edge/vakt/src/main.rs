@@ -11,6 +11,7 @@ mod mqtt;
 mod notify;
 mod objects;
 mod redact;
+mod redaction;
 mod run;
 mod scene;
 

@@ -4,7 +4,7 @@
 //! media time. Fault injection (`--detector-delay`, `--detector-stop-at`) acts on the results the
 //! masker receives. Design: `edge/docs/design/privacy.md`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,11 +12,12 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use vakt_core::config::Config;
-use vakt_core::redaction::{DetectorResult, FullReason, MaskPlan, MaskPlanner, MotionInput};
-use vakt_media::{CaptureMsg, ClipWriter, Redactor, StaticMaskedFrame};
+use vakt_core::redaction::{DetectorResult, FullReason, MaskPlan, MotionInput};
+use vakt_media::{CaptureMsg, ClipWriter};
 use vakt_vision::MotionResult;
 
 use crate::analyze::{Progress, offline_analyzer, offline_capture, offline_source, write_tracks};
+use crate::redaction::{Pairing, Redacted, RedactionStage};
 
 pub struct RedactArgs {
     pub input: String,
@@ -83,22 +84,36 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
 
     let mut analyzer = offline_analyzer(cfg, OffsetDateTime::UNIX_EPOCH, None)?;
     analyzer.prepare_for_redaction(cfg)?;
-    let mut planner = MaskPlanner::new(cfg.redact.params(args.keep_track));
-    let mut redactor = Redactor::new(cfg.redact.mode, cfg.privacy.polygons());
+    let mut stage = RedactionStage::new(cfg, args.keep_track, Pairing::Strict);
     let mut capture = offline_capture(cfg, spec, true)?;
     let mut bar = Progress::new(capture.counters());
 
     let mut writer: Option<ClipWriter> = None;
     // results in the order they reach the masker: (media time they arrive, result)
     let mut in_flight: VecDeque<(f64, DetectorResult)> = VecDeque::new();
-    // plans waiting for their full-resolution frame, and frames waiting for their plan
-    let mut plans: BTreeMap<u64, MaskPlan> = BTreeMap::new();
-    let mut fulls: BTreeMap<u64, StaticMaskedFrame> = BTreeMap::new();
     let mut stats = Stats::default();
     let rx = capture.receiver().clone();
+    let mut emit = |done: Vec<Redacted>, stats: &mut Stats| -> anyhow::Result<()> {
+        for Redacted { plan, frame: r } in done {
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(
+                    ClipWriter::create(&partial, r.width(), r.height(), r.frame_rate().unwrap_or((25, 1)))
+                        .map_err(anyhow::Error::msg)?,
+                ),
+            };
+            w.push(&r).map_err(anyhow::Error::msg)?;
+            if let Some(dir) = &args.masks {
+                write_mask(dir, r.index(), r.mask(), r.width(), r.height())?;
+            }
+            stats.add(&plan, &r);
+            bar.frame(stats.frames, r.media_time_s());
+        }
+        Ok(())
+    };
     let outcome: anyhow::Result<()> = (|| {
         for msg in rx.iter() {
-            match msg {
+            let done = match msg {
                 CaptureMsg::Frame(f) => {
                     let t = f.media_time_s();
                     let a = analyzer.process(&f)?;
@@ -113,43 +128,20 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
                     // D6: the masker takes what has arrived by now and never waits for more
                     while in_flight.front().is_some_and(|(arrives, _)| *arrives <= t + 1e-9) {
                         let (_, r) = in_flight.pop_front().expect("checked above");
-                        planner.add_result(&r);
+                        stage.add_result(&r);
                     }
-                    plans.insert(f.index(), planner.plan(t, &motion_input(&a.motion)));
+                    stage.analysed(f.index(), t, motion_input(&a.motion))?
                 }
-                CaptureMsg::Full(f) => {
-                    fulls.insert(f.index(), f);
-                }
+                // both branches number frames from 1 in decode order: the stage pairs them up
+                CaptureMsg::Full(f) => stage.full(f)?,
                 CaptureMsg::EndOfStream => break,
                 CaptureMsg::Failed(e) => anyhow::bail!("{e}"),
                 CaptureMsg::SignalLost { reason, .. } => anyhow::bail!("the input failed: {reason}"),
-                CaptureMsg::SignalRestored { .. } => {}
-            }
-            // both branches number frames from 1 in decode order: pair them up
-            while let (Some((&pi, _)), Some((&fi, _))) = (plans.first_key_value(), fulls.first_key_value()) {
-                if pi != fi {
-                    // a frame one branch never delivered cannot be redacted
-                    anyhow::bail!("internal error: frame {} of one branch met frame {} of the other", pi, fi);
-                }
-                let plan = plans.pop_first().expect("checked above").1;
-                let full = fulls.pop_first().expect("checked above").1;
-                let r = redactor.redact(full, &plan);
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(
-                        ClipWriter::create(&partial, r.width(), r.height(), r.frame_rate().unwrap_or((25, 1)))
-                            .map_err(anyhow::Error::msg)?,
-                    ),
-                };
-                w.push(&r).map_err(anyhow::Error::msg)?;
-                if let Some(dir) = &args.masks {
-                    write_mask(dir, r.index(), r.mask(), r.width(), r.height())?;
-                }
-                stats.add(&plan, &r);
-                bar.frame(stats.frames, r.media_time_s());
-            }
+                CaptureMsg::SignalRestored { .. } => Vec::new(),
+            };
+            emit(done, &mut stats)?;
         }
-        Ok(())
+        emit(stage.finish()?, &mut stats)
     })();
     capture.stop();
     bar.finish();
@@ -157,14 +149,6 @@ pub fn redact(cfg: &Config, args: &RedactArgs) -> anyhow::Result<RedactSummary> 
         drop(writer);
         let _ = std::fs::remove_file(&partial);
         return Err(e);
-    }
-    if !plans.is_empty() || !fulls.is_empty() {
-        let _ = std::fs::remove_file(&partial);
-        anyhow::bail!(
-            "internal error: {} analysed and {} full frames were left without their pair",
-            plans.len(),
-            fulls.len()
-        );
     }
     let Some(writer) = writer else {
         anyhow::bail!("--input {:?}: no frame could be decoded", args.input);
