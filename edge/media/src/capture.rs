@@ -434,15 +434,8 @@ fn install_callback(
                 counters.frames_in.fetch_add(1, Ordering::Relaxed);
                 flow.last_frame_ms.store(epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flow.frames_this_run.fetch_add(1, Ordering::SeqCst);
-                match pacing {
-                    Pacing::Live => match tx.try_send(CaptureMsg::Frame(f)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
-                    },
-                    Pacing::Offline => tx.send(CaptureMsg::Frame(f)).map_err(|_| gst::FlowError::Flushing)?,
+                if !deliver(pacing, &tx, CaptureMsg::Frame(f))? {
+                    counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
@@ -467,17 +460,25 @@ fn install_full_callback(
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 let f = frame_from_sample(&sample, true, &timeline, index, None)?;
                 index += 1;
-                match pacing {
-                    Pacing::Live => match tx.try_send(CaptureMsg::Full(f)) {
-                        Ok(()) | Err(TrySendError::Full(_)) => {}
-                        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
-                    },
-                    Pacing::Offline => tx.send(CaptureMsg::Full(f)).map_err(|_| gst::FlowError::Flushing)?,
-                }
+                // a dropped full frame is not counted: the analysis branch's count is the health figure
+                deliver(pacing, &tx, CaptureMsg::Full(f))?;
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
+}
+
+/// Sends a frame to the consumer: live pacing drops it when the channel is full (returns
+/// `false`), offline pacing waits. A closed channel stops the pipeline.
+fn deliver(pacing: Pacing, tx: &Sender<CaptureMsg>, msg: CaptureMsg) -> Result<bool, gst::FlowError> {
+    match pacing {
+        Pacing::Live => match tx.try_send(msg) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Disconnected(_)) => Err(gst::FlowError::Flushing),
+        },
+        Pacing::Offline => tx.send(msg).map(|()| true).map_err(|_| gst::FlowError::Flushing),
+    }
 }
 
 /// The frame rate the caps state, if they state one (not 0/1, "variable").

@@ -324,25 +324,25 @@ impl ObjectStage {
                     Ok(_) => RunOutcome::Done(started.elapsed().as_secs_f64()),
                     Err(e) => RunOutcome::Failed(e.to_string()),
                 };
-                match (&mut self.health, found) {
+                if let Some(h) = &mut self.health {
+                    health_events.extend(h.observe(t, &outcome));
+                }
+                match (&self.health, found) {
                     (_, Ok((detections, faces))) => {
                         self.counters.detector_runs += 1;
-                        if let Some(h) = &mut self.health {
-                            health_events.extend(h.observe(t, &outcome));
-                        }
                         let views = self.tracker.update(t, &detections);
                         result = Some(self.sightings(t, &detections, &faces, w as f32, h as f32));
                         (Schedule::Detect, views)
                     }
                     // the live box goes on with motion and tamper, and says so (D10); the
                     // masker gets no result, so pictures go out masked whole (D5)
-                    (Some(health), Err(e)) => {
-                        if !health.is_stalled() {
+                    (Some(_), Err(e)) => {
+                        // logged once, when this failure opened the alarm
+                        if !health_events.is_empty() {
                             tracing::error!(
                                 "the object detector failed: {e}; people are masked whole-frame until it recovers"
                             );
                         }
-                        health_events.extend(health.observe(t, &outcome));
                         (Schedule::Predict, self.tracker.report(t))
                     }
                     (None, Err(e)) => return Err(e.into()),
@@ -403,17 +403,7 @@ impl ObjectStage {
             })
             .collect();
         for f in faces {
-            let (cx, cy) = f.bbox.centre();
-            let holder = detections
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| {
-                    d.class == ObjectClass::Person
-                        && (d.bbox.x..=d.bbox.right()).contains(&cx)
-                        && (d.bbox.y..=d.bbox.bottom()).contains(&cy)
-                })
-                .min_by(|a, b| a.1.bbox.area().total_cmp(&b.1.bbox.area()))
-                .and_then(|(i, _)| assignment.get(i).copied().flatten());
+            let holder = face_holder(&f.bbox, detections).and_then(|i| assignment.get(i).copied().flatten());
             sightings.push(Sighting::face(holder, norm(&f.bbox), velocity(holder)));
         }
         DetectorResult { t, sightings }
@@ -430,6 +420,21 @@ impl ObjectStage {
         events.extend(self.health.as_mut().and_then(|h| h.end(t)));
         events
     }
+}
+
+/// D9: the detection whose person box holds the face's centre, the smallest if several do.
+fn face_holder(face: &BoxPx, detections: &[vakt_core::detect::Detection]) -> Option<usize> {
+    let (cx, cy) = face.centre();
+    detections
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d.class == ObjectClass::Person
+                && (d.bbox.x..=d.bbox.right()).contains(&cx)
+                && (d.bbox.y..=d.bbox.bottom()).contains(&cy)
+        })
+        .min_by(|a, b| a.1.bbox.area().total_cmp(&b.1.bbox.area()))
+        .map(|(i, _)| i)
 }
 
 /// Stands in while the real detector is moved into a wrapper.
@@ -546,6 +551,23 @@ mod tests {
         assert_eq!(h.end(22.0).unwrap().transition.phase, TransitionPhase::End);
         assert!(h.end(23.0).is_none());
         assert_eq!(h.failures(), 2);
+    }
+
+    #[test]
+    fn a_face_belongs_to_the_smallest_person_box_holding_its_centre() {
+        use vakt_core::detect::Detection;
+        let person = |x, y, w, h| Detection { class: ObjectClass::Person, score: 0.9, bbox: BoxPx::new(x, y, w, h) };
+        let dets = [
+            person(0.0, 0.0, 100.0, 100.0),
+            person(40.0, 10.0, 20.0, 60.0),
+            Detection { class: ObjectClass::Car, score: 0.9, bbox: BoxPx::new(45.0, 15.0, 5.0, 5.0) },
+        ];
+        // inside both people (not the car): the smaller one
+        assert_eq!(face_holder(&BoxPx::new(45.0, 12.0, 8.0, 8.0), &dets), Some(1));
+        // inside the large one only
+        assert_eq!(face_holder(&BoxPx::new(5.0, 5.0, 8.0, 8.0), &dets), Some(0));
+        // on nobody
+        assert_eq!(face_holder(&BoxPx::new(200.0, 5.0, 8.0, 8.0), &dets), None);
     }
 
     #[test]

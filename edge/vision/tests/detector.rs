@@ -1,29 +1,21 @@
 //! YOLOX-nano through tract-onnx on a real frame of PETS09-S2L1 (the demo clip), checked against
 //! the MOTChallenge ground truth; and the refusal of a model whose checksum does not match.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::Command;
 
+use support::{manifest, root};
 use vakt_core::detect::{BoxPx, ObjectClass};
-use vakt_core::models;
 use vakt_vision::{BgrFrame, Detector, YoloxParams, YoloxTract};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
 fn models_dir() -> PathBuf {
-    let p = root().join(".data/models");
-    assert!(
-        p.join("yolox_nano/yolox_nano.onnx").is_file(),
-        "{} missing: run models/fetch.sh .data/models",
-        p.display()
-    );
-    p
+    support::models_dir("yolox_nano", "yolox_nano.onnx")
 }
 
-fn yolox() -> models::Manifest {
-    models::builtin().into_iter().find(|m| m.name == "yolox_nano").unwrap()
+fn yolox() -> vakt_core::models::Manifest {
+    manifest("yolox_nano")
 }
 
 /// Frame `n` (0-based) of the demo clip as packed BGR, decoded by real GStreamer.

@@ -2,29 +2,21 @@
 //! 15–25 px), checked against the MOTChallenge person boxes: every face found lies on the upper body
 //! of a ground-truth person, and both inputs find most faces.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::Command;
 
+use support::{manifest, root};
 use vakt_core::detect::BoxPx;
-use vakt_core::models;
 use vakt_vision::{BgrFrame, FaceInput, FaceParams, UltraFace};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
 fn models_dir() -> PathBuf {
-    let p = root().join(".data/models");
-    assert!(
-        p.join("ultraface/version-RFB-320.onnx").is_file(),
-        "{} missing: run models/fetch.sh .data/models",
-        p.display()
-    );
-    p
+    support::models_dir("ultraface", "version-RFB-320.onnx")
 }
 
-fn ultraface() -> models::Manifest {
-    models::builtin().into_iter().find(|m| m.name == "ultraface").unwrap()
+fn ultraface() -> vakt_core::models::Manifest {
+    manifest("ultraface")
 }
 
 fn tud() -> PathBuf {
