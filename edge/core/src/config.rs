@@ -207,6 +207,8 @@ struct RawStorage {
     dir: Option<PathBuf>,
     record: Option<bool>,
     max_age: Option<String>,
+    max_bytes: Option<u64>,
+    segment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,6 +414,11 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     pub record: bool,
     pub max_age: Duration,
+    /// Byte quota for recorded segments; `None`: 80 % of what the file system can hold for them
+    /// (free space plus the store's own use) when the box starts.
+    pub max_bytes: Option<u64>,
+    /// Length of one recorded segment (a new one starts at the first key frame after it).
+    pub segment: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -494,6 +501,7 @@ pub mod defaults {
     pub const HEALTH_INTERVAL: &str = "30s";
     pub const KEEP_ALIVE: &str = "15s";
     pub const MAX_AGE: &str = "24h";
+    pub const SEGMENT: &str = "10s";
     pub const MOTION_WIDTH: u32 = 320;
     pub const MOTION_THRESHOLD: f64 = 12.0;
     pub const MOTION_SIGMA_K: f64 = 3.0;
@@ -785,6 +793,23 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         dir: resolve(base, rst.dir.unwrap_or_else(|| box_.state_dir.join("ring"))),
         record,
         max_age: duration(rst.max_age, "storage.max_age", defaults::MAX_AGE, Duration::from_secs(60), MAX_RETENTION)?,
+        max_bytes: match rst.max_bytes {
+            Some(b) if b < 16 * 1024 * 1024 => {
+                return Err(err(
+                    "storage.max_bytes",
+                    &b.to_string(),
+                    "at least 16777216 (16 MiB): room for a few segments",
+                ));
+            }
+            b => b,
+        },
+        segment: duration(
+            rst.segment,
+            "storage.segment",
+            defaults::SEGMENT,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        )?,
     };
 
     let rmo = raw.motion.unwrap_or(RawMotion {

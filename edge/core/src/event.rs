@@ -44,6 +44,9 @@ pub enum EventKind {
     /// detection is not trustworthy, and every picture leaving the box is masked whole until it
     /// recovers (edge/docs/design/privacy.md, D5).
     DetectorStalled,
+    /// The recording ring buffer cannot write (disk full with only held footage left, or a storage
+    /// error): recording is paused; analysis and events go on (edge/docs/design/ring-buffer.md, F7).
+    StorageFailed,
 }
 
 impl EventKind {
@@ -61,6 +64,7 @@ impl EventKind {
         EventKind::Crowding,
         EventKind::Running,
         EventKind::DetectorStalled,
+        EventKind::StorageFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::Crowding => "crowding",
             EventKind::Running => "running",
             EventKind::DetectorStalled => "detector_stalled",
+            EventKind::StorageFailed => "storage_failed",
         }
     }
 
@@ -99,6 +104,7 @@ impl EventKind {
             EventKind::Running => "RuleEngine/Vakt/Running",
             // the device's own health; a vendor topic under ONVIF's Monitoring root
             EventKind::DetectorStalled => "Monitoring/Vakt/DetectorStalled",
+            EventKind::StorageFailed => "Device/HardwareFailure/StorageFailure",
         }
     }
 
@@ -114,6 +120,7 @@ impl EventKind {
                 | EventKind::SceneChanged
                 | EventKind::HousingOpened
                 | EventKind::DetectorStalled
+                | EventKind::StorageFailed
         )
     }
 }

@@ -65,6 +65,9 @@ pub enum KeyProvider {
     Rpmb,
     /// A device-unique key in one-time-programmable memory.
     Otp,
+    /// A 32-byte key delivered by systemd as an encrypted credential (`LoadCredentialEncrypted=
+    /// vakt-footage-key`), sealed by the board's TPM 2.0 where it has one.
+    Credential,
 }
 
 impl KeyProvider {
@@ -74,6 +77,7 @@ impl KeyProvider {
             KeyProvider::Tpm2 => "tpm2",
             KeyProvider::Rpmb => "rpmb",
             KeyProvider::Otp => "otp",
+            KeyProvider::Credential => "credential",
         }
     }
 }
@@ -162,8 +166,12 @@ fn check(p: &Profile) -> Result<(), String> {
         return Err(format!("`gstreamer.decoders`: {d:?} is not a GStreamer element name"));
     }
     match p.keys.provider {
-        KeyProvider::Ram if !p.keys.device.is_empty() => {
-            return Err(format!("`keys.device` = {:?}: the ram provider needs no device; write \"\"", p.keys.device));
+        KeyProvider::Ram | KeyProvider::Credential if !p.keys.device.is_empty() => {
+            return Err(format!(
+                "`keys.device` = {:?}: the {} provider needs no device; write \"\"",
+                p.keys.device,
+                p.keys.provider.as_str()
+            ));
         }
         KeyProvider::Tpm2 | KeyProvider::Rpmb | KeyProvider::Otp if !p.keys.device.starts_with("/dev/") => {
             return Err(format!(

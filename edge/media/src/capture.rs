@@ -255,8 +255,10 @@ fn run_once(
     epoch: Instant,
     lost: &mut bool,
 ) -> RunOutcome {
+    // a FIFO is accepted: `vakt export` hands decrypted footage over one, never to a file
     if let SourceSpec::File { path } = &cfg.source
         && !path.is_file()
+        && !std::fs::metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
     {
         // A clip that is not there (yet): a lost signal, retried like a camera that is down.
         return RunOutcome::Lost(format!("cannot open {}: no such file", path.display()));

@@ -67,6 +67,11 @@ impl StaticMaskedFrame {
         &self.data
     }
 
+    /// The I420 chroma planes (U then V), when the frame carries colour.
+    pub fn chroma(&self) -> Option<&[u8]> {
+        self.chroma.as_deref()
+    }
+
     /// Whether the frame carries colour (the capture was started with `colour = true`).
     pub fn has_colour(&self) -> bool {
         self.chroma.is_some()
@@ -118,6 +123,10 @@ impl StaticMaskedFrame {
     /// 1-based number of the frame within the capture.
     pub fn index(&self) -> u64 {
         self.index
+    }
+    /// Frames per second as the source's caps state it, if they do.
+    pub fn frame_rate(&self) -> Option<(i32, i32)> {
+        self.frame_rate
     }
 }
 

@@ -157,6 +157,9 @@ pub struct Analyzer {
     /// Onset media time and serial of an open `housing_opened`.
     housing: Option<(f64, u64)>,
     housing_serial: u64,
+    /// Onset media time and serial of an open `storage_failed`.
+    storage: Option<(f64, u64)>,
+    storage_serial: u64,
 }
 
 impl Analyzer {
@@ -191,6 +194,8 @@ impl Analyzer {
             tamper,
             housing: None,
             housing_serial: 0,
+            storage: None,
+            storage_serial: 0,
         })
     }
 
@@ -308,6 +313,46 @@ impl Analyzer {
         Ok(vec![self.factory.build(EventKind::HousingOpened, None, None, &tr, serde_json::Map::new())?])
     }
 
+    /// The recorder reports it cannot write (`Some(detail)`) or writes again (`None`). Stamped
+    /// with the media time of the last analysed frame, like the housing switch.
+    pub fn storage(&mut self, failure: Option<&str>) -> anyhow::Result<Vec<Event>> {
+        let t = self.last_t;
+        let (tr, attrs) = match (failure, self.storage) {
+            (Some(detail), None) => {
+                let serial = self.storage_serial;
+                self.storage_serial += 1;
+                self.storage = Some((t, serial));
+                let mut attrs = serde_json::Map::new();
+                attrs.insert("detail".into(), detail.into());
+                let tr = Transition {
+                    phase: TransitionPhase::Start,
+                    onset: t,
+                    last_active: t,
+                    at: t,
+                    bbox: None,
+                    area: 0.0,
+                    serial,
+                };
+                (tr, attrs)
+            }
+            (None, Some((onset, serial))) => {
+                self.storage = None;
+                let tr = Transition {
+                    phase: TransitionPhase::End,
+                    onset,
+                    last_active: t,
+                    at: t.max(onset),
+                    bbox: None,
+                    area: 0.0,
+                    serial,
+                };
+                (tr, serde_json::Map::new())
+            }
+            _ => return Ok(Vec::new()),
+        };
+        Ok(vec![self.factory.build(EventKind::StorageFailed, None, None, &tr, attrs)?])
+    }
+
     /// Alarm conditions open now: the status is `degraded` while any is.
     pub fn alarms(&self) -> Vec<&'static str> {
         let mut a: Vec<&'static str> =
@@ -320,6 +365,9 @@ impl Analyzer {
         }
         if self.objects.as_ref().is_some_and(ObjectStage::stalled) {
             a.push(EventKind::DetectorStalled.as_str());
+        }
+        if self.storage.is_some() {
+            a.push(EventKind::StorageFailed.as_str());
         }
         a
     }
@@ -401,6 +449,9 @@ impl Analyzer {
         events.extend(self.end_tamper(t)?);
         if self.housing.is_some() {
             events.extend(self.housing(false)?);
+        }
+        if self.storage.is_some() {
+            events.extend(self.storage(None)?);
         }
         if self.signal.is_some() {
             events.extend(self.signal_restored(t)?);

@@ -5,11 +5,15 @@ mod analysis;
 mod analyze;
 mod broker;
 mod commission;
+mod control;
+mod decommission;
 mod doctor;
+mod export;
 mod housing;
 mod mqtt;
 mod notify;
 mod objects;
+mod record;
 mod redact;
 mod redaction;
 mod run;
@@ -139,6 +143,78 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Export recorded footage as a signed clip (audited): redacted by default, one person kept
+    /// visible with --keep-track, static masks only with --unmasked --reason. Or list the tracks of
+    /// a range with --list-tracks (ids, classes, times, zones; no images).
+    Export {
+        /// Start of the range (RFC 3339, e.g. 2026-11-23T14:05:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the range (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// New directory for clip.mp4, manifest.json, manifest.sig and the box's public key.
+        #[arg(long, required_unless_present = "list_tracks")]
+        output: Option<PathBuf>,
+        /// Who asked for it (a person, unit or case number): audited and signed into the manifest.
+        #[arg(long)]
+        requester: String,
+        /// Subject access: keep this track (from --list-tracks) visible and mask everyone else.
+        #[arg(long, value_name = "ID")]
+        keep_track: Option<u64>,
+        /// Static masks only: everyone in the footage is visible. Needs --reason.
+        #[arg(long)]
+        unmasked: bool,
+        /// Why the footage is released unmasked (audited and signed into the manifest).
+        #[arg(long)]
+        reason: Option<String>,
+        /// List the tracks recorded in the range instead of exporting (audited).
+        #[arg(long)]
+        list_tracks: bool,
+    },
+    /// Check an export: the manifest's signature with the box's key, then the clip's hash.
+    VerifyExport {
+        /// The export directory.
+        dir: PathBuf,
+        /// The box's public key (box-signing.pub from a trusted source); on the box itself its own key.
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Option<PathBuf>,
+    },
+    /// Keep a range of footage beyond retention (audited), list holds, or release one.
+    Hold {
+        /// Start of the range (RFC 3339).
+        #[arg(long, required_unless_present_any = ["list", "release"])]
+        from: Option<String>,
+        /// End of the range (RFC 3339).
+        #[arg(long, required_unless_present_any = ["list", "release"])]
+        to: Option<String>,
+        /// When the hold ends (RFC 3339; at most 30 days from now).
+        #[arg(long, required_unless_present_any = ["list", "release"])]
+        until: Option<String>,
+        #[arg(long, required_unless_present = "list")]
+        requester: Option<String>,
+        /// Why (a case number).
+        #[arg(long, required_unless_present_any = ["list", "release"])]
+        reason: Option<String>,
+        /// List the holds in force.
+        #[arg(long)]
+        list: bool,
+        /// Release the hold with this id.
+        #[arg(long, value_name = "ID")]
+        release: Option<u64>,
+    },
+    /// The recording store: segments, bytes, retention, key protection, holds.
+    Storage,
+    /// Take the box out of service: export every hold and the audit log into DIR (signed), then
+    /// crypto-erase the recording store. The box must be stopped.
+    Decommission {
+        /// New directory (on removable media) for the exports, the audit log and the signed report.
+        #[arg(long)]
+        output: PathBuf,
+        /// Who decommissions the box (audited, signed into the report).
+        #[arg(long, default_value = "technician")]
+        requester: String,
     },
 }
 
@@ -347,6 +423,109 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("  signing key  {}  ({})", report.signing_key_fingerprint, report.signing_pub.display());
             println!("  TLS key      {}  ({})", report.tls_key_fingerprint, report.tls_key.display());
             println!("  certificate request: {}  (have it signed by the municipality's CA)", report.tls_csr.display());
+            Ok(())
+        }
+        Command::Export { from, to, output, requester, keep_track, unmasked, reason, list_tracks } => {
+            let cfg = load_config(&cli.config)?;
+            if list_tracks {
+                let v = export::list_tracks(&cfg, &from, &to, &requester)?;
+                let tracks = v["tracks"].as_array().cloned().unwrap_or_default();
+                println!("{} tracks from {from} to {to} (audit entry {})", tracks.len(), v["audit_seq"]);
+                for t in tracks {
+                    println!(
+                        "  track {:>5}  {:<10} {} .. {}  zones: {}",
+                        t["track"],
+                        t["class"].as_str().unwrap_or("?"),
+                        export::ms_to_rfc3339(t["first_ms"].as_i64().unwrap_or(0)),
+                        export::ms_to_rfc3339(t["last_ms"].as_i64().unwrap_or(0)),
+                        t["zones"]
+                            .as_array()
+                            .map(|z| z.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default()
+                    );
+                }
+                return Ok(());
+            }
+            let output = output.expect("clap requires --output without --list-tracks");
+            let s = export::export(
+                &cfg,
+                &export::ExportArgs { from, to, output, requester, keep_track, unmasked, reason },
+            )?;
+            println!(
+                "exported {} frames from {} segments ({}) to {}; {} frames masked whole",
+                s.frames,
+                s.segments,
+                s.mode,
+                s.dir.display(),
+                s.fully_masked
+            );
+            println!(
+                "  check it with: vakt verify-export {} --trust {}",
+                s.dir.display(),
+                s.dir.join(export::PUBLIC_KEY).display()
+            );
+            Ok(())
+        }
+        Command::VerifyExport { dir, trust } => {
+            let cfg = if trust.is_none() { Some(load_config(&cli.config)?) } else { None };
+            let m = export::verify(&dir, trust.as_deref(), cfg.as_ref())?;
+            println!(
+                "{}: ok, signed by box {} (key {}), {} .. {}, {}, requester {}",
+                dir.display(),
+                m["box"].as_str().unwrap_or("?"),
+                m["signing_key"].as_str().unwrap_or("?"),
+                m["from"].as_str().unwrap_or("?"),
+                m["to"].as_str().unwrap_or("?"),
+                m["masking"].as_str().unwrap_or("?"),
+                m["requester"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::Hold { from, to, until, requester, reason, list, release } => {
+            let cfg = load_config(&cli.config)?;
+            if list {
+                let v = export::status(&cfg)?;
+                println!("{}", serde_json::to_string_pretty(&v["holds"])?);
+                return Ok(());
+            }
+            let requester = requester.expect("clap requires --requester");
+            if let Some(id) = release {
+                let v = export::release(&cfg, id, &requester)?;
+                if v["released"].is_null() {
+                    return Err(UsageError(format!("--release {id}: no such hold")).into());
+                }
+                println!("hold {id} released");
+                return Ok(());
+            }
+            let (from, to, until, reason) = (from.unwrap(), to.unwrap(), until.unwrap(), reason.unwrap());
+            let v = export::hold(&cfg, &from, &to, &until, &requester, &reason)?;
+            println!("hold {} on {from} .. {to} until {until}: {} segments held", v["hold"]["id"], v["segments"]);
+            if v["key_protection"] == "ram" {
+                println!(
+                    "  note: this box keeps footage keys in RAM only; a power cut or restart loses the held footage"
+                );
+            }
+            Ok(())
+        }
+        Command::Storage => {
+            let cfg = load_config(&cli.config)?;
+            let v = export::status(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Command::Decommission { output, requester } => {
+            let cfg = load_config(&cli.config)?;
+            let r = decommission::decommission(&cfg, &output, &requester)?;
+            let d = &r["destroyed"];
+            println!("box {} decommissioned; report: {}", cfg.box_.id, output.join(decommission::REPORT).display());
+            println!(
+                "  destroyed: {} segments ({} bytes), {} epoch keys, {} holds",
+                d["segments"], d["bytes"], d["epoch_keys"], d["holds"]
+            );
+            for p in d["provider"].as_array().into_iter().flatten() {
+                println!("  {}", p.as_str().unwrap_or(""));
+            }
+            println!("  exported: {} holds, the audit log", r["holds_exported"].as_array().map(Vec::len).unwrap_or(0));
             Ok(())
         }
         Command::Audit { command: AuditCommand::Verify } => {

@@ -51,6 +51,9 @@ pub struct RunOptions {
 struct Condition {
     alarms: Vec<&'static str>,
     commissioned: bool,
+    /// The recorder's state (`off` when `storage.record = false`).
+    recorder: &'static str,
+    key_protection: &'static str,
 }
 
 /// The retained status. `since` is when this boot of the box started; `condition` is `degraded`
@@ -77,6 +80,8 @@ fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> V
         "config_digest": cfg.digest,
         "detection": cfg.detect.enabled.then_some(&cfg.detect.model),
         "recording": cfg.storage.record,
+        "recorder": c.recorder,
+        "key_protection": c.key_protection,
         "retention_s": cfg.storage.max_age.as_secs(),
         "retention": humantime::format_duration(cfg.storage.max_age).to_string(),
         "at": rfc3339(time::OffsetDateTime::now_utc()),
@@ -110,17 +115,54 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = &cfg.box_.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let _lock = lock_state_dir(state_dir)?;
+    // a CLI command that opened the store of a stopped box (export, hold) holds the lock for
+    // seconds: wait for it rather than fail the start
+    let _lock = {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            match lock_state_dir(state_dir) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < until => {
+                    tracing::info!("{e:#}; waiting");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
     audit_config_change(&cfg, "box")?;
     let boot =
         next_boot(state_dir).with_context(|| format!("cannot update the boot counter in {}", state_dir.display()))?;
     let seq = SeqAllocator::open(state_dir)
         .with_context(|| format!("cannot open the seq counter in {}", state_dir.display()))?;
-    if cfg.storage.record {
-        tracing::warn!(
-            "storage.record = true, but recording is not built yet in this version: nothing is recorded; the status message says recording=true as configured"
-        );
+    // The store is opened (and recovered, F5) at every start, recording or not: footage recorded
+    // before `record` was switched off still expires, and holds and exports still work.
+    let (store, _) = crate::record::open_store(&cfg, "box")?;
+    let key_protection = store.key_protection();
+    let store = Arc::new(std::sync::Mutex::new(store));
+    let control =
+        crate::control::serve(crate::control::Service { store: store.clone(), cfg: cfg.clone(), actor: "box" })?;
+    tracing::info!(socket = %control.display(), "control socket ready");
+    let mut recorder =
+        if cfg.storage.record { Some(crate::record::Recorder::start(&cfg, store.clone())?) } else { None };
+    if !cfg.storage.record {
+        // nothing records, but expired footage must still go within a minute (G6)
+        let (store, stop) = (store.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::record::SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {
+                        if let Err(e) = store.lock().unwrap().sweep(crate::record::now_ms()) {
+                            tracing::error!("retention sweep failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
     }
+    let rec_state = recorder.as_ref().map(|r| (r.state.clone(), r.counters.clone()));
     let since = rfc3339(time::OffsetDateTime::now_utc());
     // The enclosure switch is opened before anything connects, so a wrong line fails fast.
     let housing_input = match &cfg.tamper.housing {
@@ -158,7 +200,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             "the scene is not commissioned: too_blurry and scene_changed are off until `vakt commission` (too_dark and too_bright work)"
         );
     }
-    let condition = Arc::new(std::sync::Mutex::new(Condition { alarms: Vec::new(), commissioned: stored.is_some() }));
+    let condition = Arc::new(std::sync::Mutex::new(Condition {
+        alarms: Vec::new(),
+        commissioned: stored.is_some(),
+        recorder: if cfg.storage.record { "starting" } else { "off" },
+        key_protection,
+    }));
     let tamper = cfg.tamper.enabled.then(|| {
         let source = match &stored {
             Some(r) => crate::scene::ReferenceSource::Known(r.reference.clone()),
@@ -210,7 +257,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         privacy: cfg.privacy.polygons(),
         analysis_width: crate::objects::analysis_frames(&cfg).0,
         colour: crate::objects::analysis_frames(&cfg).1,
-        full_frames: false,
+        // the recording branch: full-resolution static-masked frames
+        full_frames: cfg.storage.record,
         pacing: Pacing::Live,
         recovery: Recovery::Reconnect { max: cfg.source.reconnect_max },
         loop_stored: cfg.source.loop_files,
@@ -229,6 +277,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot };
     let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)), tamper, objects)?;
+    if recorder.is_some() && cfg.detect.enabled {
+        // the track boxes stored with the footage are what an export masks people from: the
+        // detector runs at the masker's interval, faces included, as for any picture egress
+        analyzer.prepare_for_redaction(&cfg)?;
+    }
+    let analysis_recorder = recorder.take();
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
@@ -288,20 +342,39 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                             return Ok(());
                         }
                         st.frames.fetch_add(1, Ordering::Relaxed);
-                        let events = analyzer.process(&f)?.events;
+                        let a = analyzer.process(&f)?;
+                        let mut events = a.events;
+                        if let Some(rec) = &analysis_recorder {
+                            if let Some(r) = a.detector_result {
+                                rec.send(crate::record::RecMsg::Detections(r));
+                            }
+                            // the recorder's trouble is an alarm, raised here with the analysis clock
+                            let failure = rec.state().failure().map(str::to_string);
+                            events.extend(analyzer.storage(failure.as_deref())?);
+                        }
                         if let Some(c) = analyzer.object_counters() {
                             st.detector_runs.store(c.detector_runs, Ordering::Relaxed);
                             st.detector_failures.store(c.detector_failures, Ordering::Relaxed);
                         }
                         events
                     }
-                    CaptureMsg::SignalLost { reason, media_time_s } => analyzer.signal_lost(&reason, media_time_s)?,
+                    CaptureMsg::SignalLost { reason, media_time_s } => {
+                        if let Some(rec) = &analysis_recorder {
+                            rec.send(crate::record::RecMsg::Gap);
+                        }
+                        analyzer.signal_lost(&reason, media_time_s)?
+                    }
                     CaptureMsg::SignalRestored { media_time_s } => {
                         tracing::info!("camera signal restored");
                         analyzer.signal_restored(media_time_s)?
                     }
-                    // not requested: the box has no picture egress yet
-                    CaptureMsg::Full(_) => Vec::new(),
+                    // requested only when recording
+                    CaptureMsg::Full(f) => {
+                        if let Some(rec) = &analysis_recorder {
+                            rec.send(crate::record::RecMsg::Frame(f));
+                        }
+                        Vec::new()
+                    }
                     CaptureMsg::EndOfStream => {
                         tracing::info!("the clip ended (source.loop = false); no more frames");
                         analyzer.finish()?
@@ -314,8 +387,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     let _ = alarms_tx.send(alarms);
                 }
             }
-            // Ingest stopped: end every open event (L5).
+            // Ingest stopped: end every open event (L5); the recorder closes its segment.
             analyzer.finish()?.into_iter().for_each(send);
+            drop(analysis_recorder);
             Ok(())
         })();
         let _ = done_tx.send(outcome);
@@ -387,7 +461,23 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     "events_backlog": mqtt.counters.backlog.load(Ordering::Relaxed),
                     "events_dropped": stats.events_dropped.load(Ordering::Relaxed) + mqtt.counters.dropped.load(Ordering::Relaxed),
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
+                    "recording": rec_state.as_ref().map(|(state, c)| json!({
+                        "state": state.lock().unwrap().as_str(),
+                        "segments": c.segments.load(Ordering::Relaxed),
+                        "frames": c.frames.load(Ordering::Relaxed),
+                        "frames_dropped": c.dropped.load(Ordering::Relaxed),
+                        "bytes_written": c.bytes.load(Ordering::Relaxed),
+                    })),
+                    "storage": store.try_lock().ok().and_then(|s| s.usage().ok()).map(|(n, b)| json!({"segments": n, "bytes": b})),
                 });
+                if let Some((state, _)) = &rec_state {
+                    let now = state.lock().unwrap().as_str();
+                    let mut c = condition.lock().unwrap();
+                    if c.recorder != now {
+                        c.recorder = now;
+                        status_pending = true;
+                    }
+                }
                 mqtt.publish_health(h.to_string().into_bytes());
                 if status_pending {
                     let c = condition.lock().unwrap().clone();

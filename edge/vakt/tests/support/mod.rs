@@ -273,15 +273,14 @@ impl BoxProcess {
 
     /// `vakt run` with extra arguments (fault injection).
     pub fn start_with(cfg: &Path, args: &[&str]) -> BoxProcess {
-        let mut child = vakt()
-            .arg("--config")
-            .arg(cfg)
-            .arg("run")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = vakt();
+        cmd.arg("--config").arg(cfg).arg("run").args(args);
+        BoxProcess::spawn(cmd)
+    }
+
+    /// Runs a prepared `vakt ... run` command (extra environment, for instance).
+    pub fn spawn(mut cmd: Command) -> BoxProcess {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let err = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let s = stderr.clone();

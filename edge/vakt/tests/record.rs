@@ -1,0 +1,355 @@
+//! The ring buffer end to end: a running box records a real clip (TUD-Stadtmitte) into encrypted
+//! segments; tracks are listed and footage exported through the control socket and with the box
+//! stopped; exports verify, fail verification after one changed byte, and decode with GStreamer;
+//! a subject-access export keeps one person; holds and decommission; everything audited.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn tud() -> PathBuf {
+    let clip = repo_root().join("../shared/data/video/tud-stadtmitte/TUD-Stadtmitte.mp4");
+    assert!(clip.is_file(), "{} missing (../shared/data, see its README.md)", clip.display());
+    clip
+}
+
+fn models_dir() -> PathBuf {
+    let d = repo_root().join(".data/models");
+    assert!(d.join("yolox_nano").is_dir(), "{} missing: run models/fetch.sh .data/models", d.display());
+    d
+}
+
+/// Recording on, 2 s segments, detection on; the footage key in a systemd-style credential
+/// directory (`keys`), so footage outlives the process.
+fn record_config(broker: &str, extra: &str) -> (TestConfig, PathBuf) {
+    let keys = tempfile::tempdir().unwrap().keep();
+    std::fs::write(keys.join("vakt-footage-key"), "5a".repeat(32)).unwrap();
+    let profile = std::fs::read_to_string(repo_root().join("hardware/generic.toml"))
+        .unwrap()
+        .replace("provider = \"ram\"", "provider = \"credential\"");
+    let cfg = TestConfig::new(
+        broker,
+        tud().to_str().unwrap(),
+        &format!(
+            r#"
+[models]
+dir = "{}"
+[detect]
+enabled = true
+[tamper]
+enabled = false
+[hardware]
+profile_file = "board.toml"
+[[zones]]
+name = "street"
+points = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]
+{extra}"#,
+            models_dir().display()
+        ),
+    );
+    std::fs::write(cfg.dir.path().join("board.toml"), profile).unwrap();
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("[storage]\nrecord = false", "[storage]\nrecord = true\nsegment = \"2s\"\nmax_age = \"1h\"");
+    std::fs::write(&cfg.path, text).unwrap();
+    ok(&cli(&cfg.path, &keys, &["provision"]));
+    (cfg, keys)
+}
+
+fn cli(cfg: &Path, keys: &Path, args: &[&str]) -> std::process::Output {
+    vakt().env("CREDENTIALS_DIRECTORY", keys).arg("--config").arg(cfg).args(args).output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn audit_actions(state: &Path) -> Vec<String> {
+    std::fs::read_to_string(state.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Frames GStreamer decodes from an MP4.
+fn decoded_frames(mp4: &Path) -> u64 {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let desc = format!("filesrc location={} ! decodebin ! videoconvert ! appsink name=s sync=false", mp4.display());
+    let p = gstreamer::parse::launch(&desc).unwrap().downcast::<gstreamer::Pipeline>().unwrap();
+    let sink = p.by_name("s").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let mut n = 0;
+    while sink.pull_sample().is_ok() {
+        n += 1;
+    }
+    p.set_state(gstreamer::State::Null).unwrap();
+    n
+}
+
+fn rfc(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+#[test]
+fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "vakt/#");
+    let (cfg, keys) = record_config(&broker.url(), "");
+    let from = time::OffsetDateTime::now_utc() - Duration::from_secs(5);
+    let mut cmd = vakt();
+    cmd.env("CREDENTIALS_DIRECTORY", &keys).arg("--config").arg(&cfg.path).arg("run");
+    let mut b = BoxProcess::spawn(cmd);
+    // the 7.2 s clip plays at its own rate, then the box stops
+    assert_eq!(b.wait(Duration::from_secs(90)), Some(0), "{}", b.log());
+    let to = time::OffsetDateTime::now_utc() + Duration::from_secs(5);
+    let status = &sub.statuses()[0];
+    assert_eq!(
+        (status["recording"].as_bool(), status["key_protection"].as_str()),
+        (Some(true), Some("credential")),
+        "{status}"
+    );
+    let state = cfg.state_dir();
+
+    // the segments on disk: encrypted, no plaintext video
+    let segs: Vec<PathBuf> = std::fs::read_dir(state.join("ring/seg")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(segs.len() >= 2, "{segs:?}\n{}", b.log());
+    for s in &segs {
+        assert!(s.extension().is_some_and(|e| e == "vseg"), "{s:?}");
+        let bytes = std::fs::read(s).unwrap();
+        assert!(!bytes.windows(4).any(|w| w == b"ftyp"), "{s:?} holds an MP4 header");
+        assert!(!bytes.windows(4).any(|w| w == [0, 0, 0, 1]), "{s:?} holds an H.264 start code");
+    }
+
+    // the box is stopped: the CLI opens the store itself
+    let listing = ok(&cli(
+        &cfg.path,
+        &keys,
+        &["export", "--list-tracks", "--from", &rfc(from), "--to", &rfc(to), "--requester", "police:4711"],
+    ));
+    let ids: Vec<u64> = listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("track"))
+        .filter(|l| l.contains("person"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(ids.len() >= 3, "{listing}");
+    assert!(listing.contains("zones: street"), "{listing}");
+
+    let out_dir = cfg.dir.path().join("export-1");
+    let text = ok(&cli(
+        &cfg.path,
+        &keys,
+        &[
+            "export",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--requester",
+            "police:4711",
+        ],
+    ));
+    assert!(text.contains("(redacted)"), "{text}");
+    let clip = out_dir.join("clip.mp4");
+    let frames = decoded_frames(&clip);
+    assert!(frames >= 60, "{frames} frames decoded\n{text}");
+    let pubkey = out_dir.join("box-signing.pub");
+    ok(&cli(&cfg.path, &keys, &["verify-export", out_dir.to_str().unwrap(), "--trust", pubkey.to_str().unwrap()]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["masking"], "redacted");
+    assert_eq!(manifest["requester"], "police:4711");
+    assert!(manifest["segments"].as_array().unwrap().len() >= 2, "{manifest}");
+
+    // one changed byte in the clip: verification fails
+    let mut bytes = std::fs::read(&clip).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x01;
+    std::fs::write(&clip, &bytes).unwrap();
+    let out = cli(&cfg.path, &keys, &["verify-export", out_dir.to_str().unwrap(), "--trust", pubkey.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was changed after export"), "{out:?}");
+    // and a changed manifest fails on its signature
+    bytes[n] ^= 0x01;
+    std::fs::write(&clip, &bytes).unwrap();
+    let m = std::fs::read_to_string(out_dir.join("manifest.json")).unwrap().replace("police:4711", "police:4712");
+    std::fs::write(out_dir.join("manifest.json"), m).unwrap();
+    let out = cli(&cfg.path, &keys, &["verify-export", out_dir.to_str().unwrap(), "--trust", pubkey.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature does not verify"), "{out:?}");
+
+    // subject access: one track kept; more of the picture visible than in the redacted export,
+    // still less than unmasked
+    let sa = cfg.dir.path().join("export-sa");
+    let text = ok(&cli(
+        &cfg.path,
+        &keys,
+        &[
+            "export",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--output",
+            sa.to_str().unwrap(),
+            "--requester",
+            "subject:42",
+            "--keep-track",
+            &ids[0].to_string(),
+        ],
+    ));
+    assert!(text.contains("(subject_access)"), "{text}");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(sa.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["keep_track"], ids[0]);
+
+    // unmasked needs a reason
+    let out = cli(
+        &cfg.path,
+        &keys,
+        &["export", "--from", &rfc(from), "--to", &rfc(to), "--output", "/tmp/never", "--requester", "x", "--unmasked"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
+
+    let actions = audit_actions(&state);
+    for a in ["storage.recovered", "export.tracks_listed", "export.started", "export.completed"] {
+        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+    }
+    // an export is audited before it happens
+    let started = actions.iter().position(|x| x == "export.started").unwrap();
+    let completed = actions.iter().position(|x| x == "export.completed").unwrap();
+    assert!(started < completed);
+
+    // without the credential, nothing of it can be read: recovery drops every segment
+    let copy = tempfile::tempdir().unwrap();
+    let other_keys = tempfile::tempdir().unwrap();
+    std::fs::write(other_keys.path().join("vakt-footage-key"), "11".repeat(32)).unwrap();
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("state_dir = \"state\"", &format!("state_dir = \"{}\"", copy.path().join("state").display()));
+    let copied_cfg = copy.path().join("vakt.toml");
+    std::fs::write(&copied_cfg, text).unwrap();
+    std::fs::copy(cfg.dir.path().join("board.toml"), copy.path().join("board.toml")).unwrap();
+    Command::new("cp").arg("-a").arg(&state).arg(copy.path().join("state")).status().unwrap();
+    let v = ok(&cli(&copied_cfg, other_keys.path(), &["storage"]));
+    assert!(v.contains("\"segments\": 0"), "{v}");
+}
+
+#[test]
+fn a_running_box_serves_exports_and_holds_over_its_socket_and_decommission_exports_them_first() {
+    let broker = Mosquitto::start();
+    let (cfg, keys) = record_config(&broker.url(), "");
+    // loop the clip: the box keeps running
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replace("stall_timeout", "loop = true\nstall_timeout");
+    std::fs::write(&cfg.path, text).unwrap();
+    let from = time::OffsetDateTime::now_utc() - Duration::from_secs(2);
+    let mut cmd = vakt();
+    cmd.env("CREDENTIALS_DIRECTORY", &keys).arg("--config").arg(&cfg.path).arg("run");
+    let mut b = BoxProcess::spawn(cmd);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(&cfg.path, &keys, &["storage"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["segments"].as_u64().unwrap_or(0) >= 2 {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "no segments recorded\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let to = time::OffsetDateTime::now_utc();
+    let held_until = rfc(to + Duration::from_secs(24 * 3600));
+    let text = ok(&cli(
+        &cfg.path,
+        &keys,
+        &[
+            "hold",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--until",
+            &held_until,
+            "--requester",
+            "police:1",
+            "--reason",
+            "case 2026/9",
+        ],
+    ));
+    assert!(text.contains("segments held"), "{text}");
+    // a hold beyond 30 days is refused, naming the bound
+    let out = cli(
+        &cfg.path,
+        &keys,
+        &[
+            "hold",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--until",
+            "2099-01-01T00:00:00Z",
+            "--requester",
+            "p",
+            "--reason",
+            "r",
+        ],
+    );
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 30 days"), "{out:?}");
+    // export through the running box
+    let out_dir = cfg.dir.path().join("live-export");
+    ok(&cli(
+        &cfg.path,
+        &keys,
+        &[
+            "export",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--requester",
+            "police:1",
+        ],
+    ));
+    ok(&cli(&cfg.path, &keys, &["verify-export", out_dir.to_str().unwrap()]));
+    // decommission refuses while the box runs
+    let dec = cfg.dir.path().join("decommission");
+    let out = cli(&cfg.path, &keys, &["decommission", "--output", dec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"));
+
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(30)), Some(0), "{}", b.log());
+    let text = ok(&cli(&cfg.path, &keys, &["decommission", "--output", dec.to_str().unwrap()]));
+    assert!(text.contains("exported: 1 holds"), "{text}");
+    assert!(dec.join("hold-1/clip.mp4").is_file() && dec.join("audit.log").is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dec.join("decommission.json")).unwrap()).unwrap();
+    assert!(report["destroyed"]["segments"].as_u64().unwrap() >= 2, "{report}");
+    let state = cfg.state_dir();
+    assert_eq!(std::fs::read_dir(state.join("ring/seg")).unwrap().count(), 0);
+    assert!(
+        !std::fs::read_dir(state.join("ring/keys")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("journal"))
+    );
+    assert!(state.join("decommissioned").is_file());
+    let actions = audit_actions(&state);
+    for a in ["hold.created", "decommission.started", "decommission.completed"] {
+        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+    }
+}
