@@ -15,6 +15,7 @@ pkgs=(
   mosquitto mosquitto-clients
   ca-certificates
   python3 python3-venv binutils curl
+  strace
 )
 missing=()
 for p in "${pkgs[@]}"; do

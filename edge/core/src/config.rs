@@ -797,7 +797,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             Some(b) if b < 16 * 1024 * 1024 => {
                 return Err(err(
                     "storage.max_bytes",
-                    &b.to_string(),
+                    b.to_string(),
                     "at least 16777216 (16 MiB): room for a few segments",
                 ));
             }

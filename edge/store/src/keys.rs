@@ -170,7 +170,7 @@ impl Keyring {
         let files = io.list(dir).map_err(|e| StoreError::io("list", dir, e))?;
         let mut journals: Vec<(u64, String)> =
             files.iter().filter_map(|(n, _)| journal_generation(n).map(|g| (g, n.clone()))).collect();
-        journals.sort_by(|a, b| b.0.cmp(&a.0));
+        journals.sort_by_key(|j| std::cmp::Reverse(j.0));
         let mut chosen: Option<u64> = None;
         if let Some(kek) = provider.journal_key() {
             for (g, name) in &journals {

@@ -245,7 +245,9 @@ impl Store {
         let db_path = cfg.dir.join("index.sqlite3");
         let db = match open_index(&db_path) {
             Ok(db) => db,
-            Err(e) => {
+            // only a failed integrity check counts as damage; any other error (permissions, a
+            // full disk) is reported, and nothing is moved aside
+            Err(e @ StoreError::Invalid(_)) => {
                 tracing::error!(
                     "the recording index failed its check ({e}); moving it aside and rebuilding it from the segments"
                 );
@@ -258,6 +260,7 @@ impl Store {
                 report.index_rebuilt = true;
                 open_index(&db_path)?
             }
+            Err(e) => return Err(e),
         };
         // recovery 2: the keys
         let (keys, kr) = Keyring::load(io.as_ref(), provider.as_ref(), &keys_dir, &cfg.box_id)?;

@@ -341,6 +341,22 @@ impl Client {
         if UnixStream::connect(socket_path(cfg)).is_ok() {
             return Ok(Client { cfg: cfg.clone(), local: None });
         }
+        // files made here must stay readable by the box: run as the state directory's owner
+        {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(&cfg.box_.state_dir).map(|m| m.uid()).ok();
+            // SAFETY: geteuid has no preconditions
+            let me = unsafe { libc::geteuid() };
+            if let Some(owner) = owner
+                && owner != me
+            {
+                return Err(crate::UsageError(format!(
+                    "no box is running, and the state directory {} belongs to another user (uid {owner}): run this as that user, e.g. `sudo -u vakt vakt ...`, so the files it writes stay the box's",
+                    cfg.box_.state_dir.display()
+                ))
+                .into());
+            }
+        }
         let lock = crate::run::lock_state_dir(&cfg.box_.state_dir).map_err(|e| {
             anyhow::anyhow!("{e:#}; and its control socket {} does not answer", socket_path(cfg).display())
         })?;

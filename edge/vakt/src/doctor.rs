@@ -450,13 +450,33 @@ fn key_provider(cfg: &Config) -> Check {
             "keys",
             "footage keys are held in RAM only (board profile): after a power cut, recorded footage cannot be read",
         ),
-        p if Path::new(&k.device).exists() => {
-            Check::ok("keys", format!("{} key provider present ({})", p.as_str(), k.device))
+        KeyProvider::Credential => {
+            let path =
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| Path::new(&d).join(crate::record::CREDENTIAL_NAME));
+            match path {
+                Some(p) if p.is_file() => {
+                    Check::ok("keys", format!("footage key credential present ({})", p.display()))
+                }
+                _ => Check::fail(
+                    "keys",
+                    format!(
+                        "the board profile keeps footage keys in the systemd credential {}, which this process was not given",
+                        crate::record::CREDENTIAL_NAME
+                    ),
+                    format!(
+                        "seal one with `systemd-creds encrypt --with-key=tpm2 --name={0} <(head -c32 /dev/urandom) /etc/credstore.encrypted/{0}` and add `LoadCredentialEncrypted={0}:/etc/credstore.encrypted/{0}` to the unit (technician guide, section 13)",
+                        crate::record::CREDENTIAL_NAME
+                    ),
+                ),
+            }
         }
-        p => Check::fail(
+        p @ (KeyProvider::Tpm2 | KeyProvider::Rpmb | KeyProvider::Otp) => Check::warn(
             "keys",
-            format!("the board profile's {} key provider needs {}, which does not exist", p.as_str(), k.device),
-            "check that hardware.profile names this board; enable the device in the boot firmware or kernel",
+            format!(
+                "the board profile names the {} key provider, which this version does not build: footage keys are held in RAM only, so recorded footage cannot be read after a power cut",
+                p.as_str()
+            ),
+            "use provider \"credential\" (a TPM-sealed systemd credential) in a custom board profile to keep footage across power cuts",
         ),
     }
 }

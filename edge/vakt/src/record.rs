@@ -170,7 +170,7 @@ impl Recorder {
             pending_meta: Vec::new(),
             retry_after: None,
             last_sweep: Instant::now(),
-            seg_bytes: 4 * 1024 * 1024,
+            seg_bytes: 1024 * 1024,
         };
         let thread = std::thread::Builder::new().name("record".into()).spawn(move || w.run(rx))?;
         Ok(Recorder { tx: Some(tx), thread: Some(thread), state, counters })

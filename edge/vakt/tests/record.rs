@@ -353,3 +353,88 @@ fn a_running_box_serves_exports_and_holds_over_its_socket_and_decommission_expor
         assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
     }
 }
+
+/// A small tmpfs as the storage directory: when it fills, the oldest segments go and recording
+/// goes on; when only held footage is left, recording pauses with a `storage_failed` alarm while
+/// events keep flowing; released, recording resumes and the alarm ends. Needs root (mount).
+#[test]
+fn a_full_disk_evicts_the_oldest_footage_and_raises_an_alarm_when_only_held_footage_is_left() {
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "vakt/#");
+    let (cfg, keys) = record_config(&broker.url(), "[rules]\npresence_classes = [\"person\"]\n");
+    let disk = cfg.dir.path().join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=5m"]).arg("tmpfs").arg(&disk).status().unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let text =
+        std::fs::read_to_string(&cfg.path).unwrap().replace("stall_timeout", "loop = true\nstall_timeout").replace(
+            "max_age = \"1h\"",
+            &format!("max_age = \"1h\"\nmax_bytes = 1073741824\ndir = \"{}\"", disk.display()),
+        );
+    std::fs::write(&cfg.path, text).unwrap();
+    let from = time::OffsetDateTime::now_utc() - Duration::from_secs(2);
+    let mut cmd = vakt();
+    cmd.env("CREDENTIALS_DIRECTORY", &keys).arg("--config").arg(&cfg.path).arg("run");
+    let b = BoxProcess::spawn(cmd);
+    // the disk fills and the oldest segments are deleted to make room
+    let until = Instant::now() + Duration::from_secs(90);
+    while !b.log().contains("the oldest unheld segments were deleted") {
+        assert!(Instant::now() < until, "no eviction\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!b.log().contains("recording failed"), "{}", b.log());
+    // hold everything: nothing can be evicted any more
+    let far = rfc(time::OffsetDateTime::now_utc() + Duration::from_secs(3600));
+    ok(&cli(
+        &cfg.path,
+        &keys,
+        &["hold", "--from", &rfc(from), "--to", &far, "--until", &far, "--requester", "p", "--reason", "r"],
+    ));
+    assert!(
+        sub.wait_for(
+            |m| m.topic.ends_with("/events")
+                && m.payload.contains("\"storage_failed\"")
+                && m.payload.contains("\"start\""),
+            Duration::from_secs(60)
+        ),
+        "no storage_failed alarm\n{}",
+        b.log()
+    );
+    assert!(
+        sub.wait_for(|m| m.topic.ends_with("/status") && m.payload.contains("\"paused\""), Duration::from_secs(10))
+    );
+    // events keep flowing while recording is paused
+    let before = sub.events().len();
+    let until = Instant::now() + Duration::from_secs(30);
+    while sub.events().len() <= before + 2 {
+        assert!(Instant::now() < until, "events stopped\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // released: recording resumes and the alarm ends
+    ok(&cli(&cfg.path, &keys, &["hold", "--release", "1", "--requester", "p"]));
+    assert!(
+        sub.wait_for(
+            |m| m.payload.contains("\"storage_failed\"") && m.payload.contains("\"end\""),
+            Duration::from_secs(60)
+        ),
+        "the alarm did not end\n{}",
+        b.log()
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
