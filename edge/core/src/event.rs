@@ -211,7 +211,7 @@ mod tests {
                 t.starts_with("VideoSource/")
                     || t.starts_with("RuleEngine/")
                     || t.starts_with("Monitoring/")
-                    || *k == EventKind::HousingOpened,
+                    || t.starts_with("Device/"),
                 "{t}"
             );
         }
