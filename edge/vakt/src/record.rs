@@ -313,8 +313,10 @@ impl Worker {
         }
         if self.encoder.is_none() {
             let fps = f.frame_rate().unwrap_or((15, 1));
+            // a key frame every half segment: a segment ends at the first key frame after its
+            // length, so it lasts one to one and a half segment lengths
             let key_interval =
-                ((self.segment.as_secs_f64() * fps.0 as f64 / fps.1.max(1) as f64).round() as u32).max(1);
+                ((self.segment.as_secs_f64() / 2.0 * fps.0 as f64 / fps.1.max(1) as f64).round() as u32).max(1);
             match Encoder::start(&self.encoder_element, f.width(), f.height(), f.frame_rate(), key_interval) {
                 Ok(e) => self.encoder = Some(e),
                 Err(e) => return self.fail(e),
