@@ -28,6 +28,10 @@ pub struct Encoder {
     size: (u32, u32),
     step_ns: u64,
     last_pts: Option<u64>,
+    /// PTS of the first frame pushed: encoders may shift their output (x264enc by 1000 hours);
+    /// units are put back on the frames' media clock.
+    first_in: Option<u64>,
+    shift: Option<i128>,
 }
 
 impl Encoder {
@@ -89,7 +93,7 @@ impl Encoder {
             format!("cannot start the recording encoder {element}: {e}")
         })?;
         let step_ns = (1e9 * den as f64 / num as f64).round() as u64;
-        Ok(Encoder { pipeline, src, sink, size: (width, height), step_ns, last_pts: None })
+        Ok(Encoder { pipeline, src, sink, size: (width, height), step_ns, last_pts: None, first_in: None, shift: None })
     }
 
     pub fn size(&self) -> (u32, u32) {
@@ -118,6 +122,7 @@ impl Encoder {
             pts = pts.max(last + 1);
         }
         self.last_pts = Some(pts);
+        self.first_in.get_or_insert(pts);
         let mut buffer = gst::Buffer::from_mut_slice(bytes);
         {
             let b = buffer.get_mut().expect("a new buffer is writable");
@@ -129,23 +134,32 @@ impl Encoder {
     }
 
     /// Encoded units ready now (does not wait).
-    pub fn pull(&self) -> Vec<EncodedUnit> {
+    pub fn pull(&mut self) -> Vec<EncodedUnit> {
         let mut out = Vec::new();
         while let Some(s) = self.sink.try_pull_sample(gst::ClockTime::ZERO) {
             if let Some(u) = unit(&s) {
-                out.push(u);
+                out.push(self.on_media_clock(u));
             }
         }
         out
     }
 
+    /// The first unit is the first frame (no B-frames, no look-ahead): the difference of their
+    /// timestamps is the encoder's shift.
+    fn on_media_clock(&mut self, mut u: EncodedUnit) -> EncodedUnit {
+        let first_in = self.first_in.unwrap_or(0);
+        let shift = *self.shift.get_or_insert(u.pts_ns as i128 - first_in as i128);
+        u.pts_ns = (u.pts_ns as i128 - shift).max(0) as u64;
+        u
+    }
+
     /// Drains the encoder: every unit still inside it.
-    pub fn finish(self) -> Result<Vec<EncodedUnit>, String> {
+    pub fn finish(mut self) -> Result<Vec<EncodedUnit>, String> {
         self.src.end_of_stream().map_err(|e| self.failure(format!("{e:?}")))?;
         let mut out = Vec::new();
         while let Some(s) = self.sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
             if let Some(u) = unit(&s) {
-                out.push(u);
+                out.push(self.on_media_clock(u));
             }
         }
         let _ = self.pipeline.set_state(gst::State::Null);

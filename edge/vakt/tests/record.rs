@@ -94,6 +94,34 @@ fn decoded_frames(mp4: &Path) -> u64 {
     n
 }
 
+/// Every frame of an MP4 as 160×120 grey pixels.
+fn grey_frames(mp4: &Path) -> Vec<Vec<u8>> {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! videoscale ! video/x-raw,format=GRAY8,width=160,height=120 ! appsink name=s sync=false",
+        mp4.display()
+    );
+    let p = gstreamer::parse::launch(&desc).unwrap().downcast::<gstreamer::Pipeline>().unwrap();
+    let sink = p.by_name("s").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let b = sample.buffer().unwrap().map_readable().unwrap();
+        out.push(b.as_slice()[..160 * 120].to_vec());
+    }
+    p.set_state(gstreamer::State::Null).unwrap();
+    out
+}
+
+/// Share of pixels, over all frames, that differ clearly between two clips of the same footage.
+fn differing_share(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
+    let n = a.len().min(b.len());
+    assert!(n > 0);
+    let differ: usize = (0..n).map(|i| a[i].iter().zip(&b[i]).filter(|(x, y)| x.abs_diff(**y) > 40).count()).sum();
+    differ as f64 / (n * 160 * 120) as f64
+}
+
 fn rfc(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
 }
@@ -142,6 +170,8 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
         .collect();
     assert!(ids.len() >= 3, "{listing}");
     assert!(listing.contains("zones: street"), "{listing}");
+    // track times are wall-clock times of this recording
+    assert!(listing.contains(&format!("person     {}", &rfc(from)[..10])), "{listing}");
 
     let out_dir = cfg.dir.path().join("export-1");
     let text = ok(&cli(
@@ -160,6 +190,10 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
         ],
     ));
     assert!(text.contains("(redacted)"), "{text}");
+    let first_text = text.clone();
+    // people are masked from the recorded track boxes, not by masking every frame whole
+    let whole: u64 = text.split("; ").nth(1).and_then(|t| t.split_whitespace().next()?.parse().ok()).unwrap();
+    assert!(whole < 30, "{whole} frames masked whole: the recorded results did not reach the masker\n{text}");
     let clip = out_dir.join("clip.mp4");
     let frames = decoded_frames(&clip);
     assert!(frames >= 60, "{frames} frames decoded\n{text}");
@@ -210,6 +244,33 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
     assert!(text.contains("(subject_access)"), "{text}");
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(sa.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["keep_track"], ids[0]);
+    // unmasked (static masks only), with a reason
+    let um = cfg.dir.path().join("export-unmasked");
+    ok(&cli(
+        &cfg.path,
+        &keys,
+        &[
+            "export",
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--output",
+            um.to_str().unwrap(),
+            "--requester",
+            "police:4711",
+            "--unmasked",
+            "--reason",
+            "court order 2026/77",
+        ],
+    ));
+    // the subject-access clip reveals something the redacted one masks, but far less than the
+    // unmasked clip shows: one person, not everyone
+    let (red, sa_f, un) = (grey_frames(&clip), grey_frames(&sa.join("clip.mp4")), grey_frames(&um.join("clip.mp4")));
+    let (sa_d, un_d) = (differing_share(&red, &sa_f), differing_share(&red, &un));
+    assert!(sa_d > 0.001, "the kept track is not visible: {sa_d} (unmasked {un_d})\n{listing}\n{first_text}\n{text}");
+    assert!(un_d > 0.05, "unmasked shows people: {un_d}");
+    assert!(sa_d < un_d / 3.0, "subject access shows more than one person: {sa_d} vs unmasked {un_d}");
 
     // unmasked needs a reason
     let out = cli(
@@ -221,7 +282,7 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
 
     let actions = audit_actions(&state);
-    for a in ["storage.recovered", "export.tracks_listed", "export.started", "export.completed"] {
+    for a in ["storage.recovered", "export.tracks_listed", "export.started", "export.unmasked", "export.completed"] {
         assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
     }
     // an export is audited before it happens
