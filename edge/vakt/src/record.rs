@@ -155,7 +155,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(cfg: &Config, store: Arc<Mutex<Store>>) -> anyhow::Result<Recorder> {
+    /// `boot` numbers this start of the box: recorded track ids are made unique across restarts.
+    pub fn start(cfg: &Config, store: Arc<Mutex<Store>>, boot: u64) -> anyhow::Result<Recorder> {
         let (tx, rx) = crossbeam_channel::bounded(8);
         let state = Arc::new(Mutex::new(RecState::Starting));
         let counters = Arc::new(RecCounters::default());
@@ -171,6 +172,7 @@ impl Recorder {
             retry_after: None,
             last_sweep: Instant::now(),
             seg_bytes: 1024 * 1024,
+            boot,
         };
         let thread = std::thread::Builder::new().name("record".into()).spawn(move || w.run(rx))?;
         Ok(Recorder { tx: Some(tx), thread: Some(thread), state, counters })
@@ -222,20 +224,30 @@ struct Worker {
     last_sweep: Instant,
     /// Room made before each segment: twice the largest segment so far.
     seg_bytes: u64,
+    boot: u64,
+}
+
+/// Track ids restart at 1 at every start of the box; in recordings they are
+/// `boot × 1 000 000 000 + id`, so a range that spans a restart never has one id for two people
+/// (a subject-access export keeps exactly one person visible). `boot` is the events' `boot`.
+pub const BOOT_TRACK_FACTOR: u64 = 1_000_000_000;
+
+pub fn recorded_track(boot: u64, track: u64) -> u64 {
+    boot.saturating_mul(BOOT_TRACK_FACTOR).saturating_add(track % BOOT_TRACK_FACTOR)
 }
 
 /// The track boxes of one detector run as stored with the footage (normalised boxes, media time).
-pub fn detections_json(r: &DetectorResult) -> Vec<u8> {
+pub fn detections_json(r: &DetectorResult, boot: u64) -> Vec<u8> {
     let objects: Vec<_> = r
         .sightings
         .iter()
         .map(|s| {
             json!({
-                "track": s.track,
+                "track": s.track.map(|t| recorded_track(boot, t)),
                 "class": s.class.as_str(),
                 "box": [s.bbox[0], s.bbox[1], s.bbox[2], s.bbox[3]],
                 "velocity": [s.velocity.0, s.velocity.1],
-                "face_of": s.face_of,
+                "face_of": s.face_of.map(|of| of.map(|t| recorded_track(boot, t))),
             })
         })
         .collect();
@@ -248,7 +260,7 @@ impl Worker {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(RecMsg::Frame(f)) => self.frame(f),
-                Ok(RecMsg::Detections(d)) => self.meta(detections_json(&d)),
+                Ok(RecMsg::Detections(d)) => self.meta(detections_json(&d, self.boot)),
                 Ok(RecMsg::Gap) => self.end_stream(),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -445,5 +457,29 @@ impl Worker {
             }
         }
         self.close_segment();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vakt_core::detect::ObjectClass;
+    use vakt_core::redaction::Sighting;
+
+    #[test]
+    fn recorded_track_ids_differ_across_boots_and_faces_follow_their_person() {
+        let r = DetectorResult {
+            t: 1.5,
+            sightings: vec![
+                Sighting::object(Some(3), ObjectClass::Person, [0.1, 0.1, 0.2, 0.5], (0.0, 0.0)),
+                Sighting::face(Some(3), [0.15, 0.1, 0.05, 0.05], (0.0, 0.0)),
+            ],
+        };
+        let a: serde_json::Value = serde_json::from_slice(&detections_json(&r, 1)).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&detections_json(&r, 2)).unwrap();
+        assert_eq!(a["objects"][0]["track"], 1_000_000_003u64);
+        assert_eq!(b["objects"][0]["track"], 2_000_000_003u64);
+        assert_eq!(a["objects"][1]["face_of"], 1_000_000_003u64);
+        assert!(a["objects"][1]["track"].is_null());
     }
 }

@@ -144,7 +144,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         crate::control::serve(crate::control::Service { store: store.clone(), cfg: cfg.clone(), actor: "box" })?;
     tracing::info!(socket = %control.display(), "control socket ready");
     let mut recorder =
-        if cfg.storage.record { Some(crate::record::Recorder::start(&cfg, store.clone())?) } else { None };
+        if cfg.storage.record { Some(crate::record::Recorder::start(&cfg, store.clone(), boot)?) } else { None };
     if !cfg.storage.record {
         // nothing records, but expired footage must still go within a minute (G6)
         let (store, stop) = (store.clone(), cancel.clone());
