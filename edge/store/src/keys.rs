@@ -254,6 +254,12 @@ impl Keyring {
         let sealed = wrap(kek, &journal_aad(&self.box_id, next), &plain);
         let tmp = self.dir.join(format!("journal.{next}.tmp"));
         let path = self.dir.join(format!("journal.{next}"));
+        // a rotation that failed earlier in this process may have left its `.tmp`
+        match io.remove(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", &tmp, e)),
+        }
         let mut f = io.create_new(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
         f.append(&sealed).map_err(|e| StoreError::io("write", &tmp, e))?;
         f.sync().map_err(|e| StoreError::io("fsync", &tmp, e))?;

@@ -197,6 +197,8 @@ pub struct Store {
     seg_dir: PathBuf,
     keys_dir: PathBuf,
     next_id: u64,
+    /// Epochs of segments being written: their keys are in use though no row names them yet.
+    writing: std::collections::BTreeMap<u64, usize>,
 }
 
 fn part_name(id: u64) -> String {
@@ -265,7 +267,8 @@ impl Store {
         // recovery 2: the keys
         let (keys, kr) = Keyring::load(io.as_ref(), provider.as_ref(), &keys_dir, &cfg.box_id)?;
         report.keys = kr;
-        let mut store = Store { cfg, io, db, db_path, keys, provider, seg_dir, keys_dir, next_id: 1 };
+        let mut store =
+            Store { cfg, io, db, db_path, keys, provider, seg_dir, keys_dir, next_id: 1, writing: Default::default() };
         store.recover(&mut report, now_ms)?;
         let (n, bytes) = store.usage()?;
         report.segments = n;
@@ -408,11 +411,29 @@ impl Store {
         let part = self.seg_dir.join(part_name(id));
         let mut file = self.io.create_new(&part).map_err(|e| StoreError::io("create", &part, e))?;
         file.append(&sealer.take()).map_err(|e| StoreError::io("write", &part, e))?;
+        *self.writing.entry(epoch).or_default() += 1;
         Ok(SegmentWriter { id, epoch, start_ms: now_ms, end_ms: now_ms, part, file, sealer })
     }
 
     /// Writing steps 4 to 9: trailer, fsync, rename, fsync of the directory, then the row (F1).
     pub fn finish(&mut self, w: SegmentWriter) -> Result<SegmentInfo, StoreError> {
+        // until its row is committed, the segment keeps its epoch key alive through `writing`
+        let epoch = w.epoch;
+        let r = self.finish_steps(w);
+        self.done_writing(epoch);
+        r
+    }
+
+    fn done_writing(&mut self, epoch: u64) {
+        if let Some(n) = self.writing.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(&epoch);
+            }
+        }
+    }
+
+    fn finish_steps(&mut self, w: SegmentWriter) -> Result<SegmentInfo, StoreError> {
         let SegmentWriter { id, epoch, start_ms, end_ms, part, mut file, sealer } = w;
         let frames = sealer.frames;
         let trailer = Trailer { start_ms, end_ms, frames, records: sealer.records };
@@ -437,6 +458,7 @@ impl Store {
 
     /// Gives up a segment being written (a write failed): its `.part` file goes (F7).
     pub fn abort(&mut self, w: SegmentWriter) {
+        self.done_writing(w.epoch);
         let part = w.part.clone();
         drop(w);
         if let Err(e) = self.io.remove(&part) {
@@ -579,7 +601,7 @@ impl Store {
         let current = self.epoch_of(now_ms);
         let mut unused = Vec::new();
         for e in self.keys.epochs() {
-            if e >= current {
+            if e >= current || self.writing.contains_key(&e) {
                 continue;
             }
             let n: i64 = self

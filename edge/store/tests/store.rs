@@ -88,6 +88,25 @@ fn nothing_older_than_max_age_survives_a_sweep_or_a_restart_after_the_deadline()
     assert_eq!(files, 0, "expired files are gone from disk");
 }
 
+/// A segment begun in one epoch and finished in the next: a sweep in between must not destroy
+/// the key it was sealed with (no row names that epoch yet).
+#[test]
+fn a_segment_written_across_an_epoch_boundary_stays_readable() {
+    let t = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(cfg(t.path()), Arc::new(Disk), credential(keys.path()), T0).unwrap();
+    let start = (T0 / HOUR + 1) * HOUR - 2000; // two seconds before an epoch ends
+    let mut w = store.begin(start).unwrap();
+    w.video(start, 0, 66_666_667, true, &frame(0)).unwrap();
+    let r = store.sweep(start + 5000).unwrap();
+    assert_eq!(r.epochs_destroyed, 0, "{r:?}");
+    w.video(start + 5000, 66_666_667, 66_666_667, false, &frame(1)).unwrap();
+    let id = store.finish(w).unwrap().id;
+    store.sweep(start + 6000).unwrap();
+    let plain = store.read(id).unwrap();
+    assert_eq!(plain.trailer.frames, 2);
+}
+
 #[test]
 fn a_hold_keeps_its_range_past_retention_until_it_expires() {
     let t = tempfile::tempdir().unwrap();
