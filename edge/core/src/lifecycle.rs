@@ -56,6 +56,26 @@ pub struct Transition {
     pub serial: u64,
 }
 
+impl Transition {
+    /// The start of a condition of the whole view (no box), at media time `t`.
+    pub fn whole_view_start(t: f64, serial: u64) -> Transition {
+        Transition { phase: TransitionPhase::Start, onset: t, last_active: t, at: t, bbox: None, area: 0.0, serial }
+    }
+
+    /// The end at media time `t` of a whole-view condition that began at `onset`.
+    pub fn whole_view_end(onset: f64, t: f64, serial: u64) -> Transition {
+        Transition {
+            phase: TransitionPhase::End,
+            onset,
+            last_active: t,
+            at: t.max(onset),
+            bbox: None,
+            area: 0.0,
+            serial,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum State {
     Idle,

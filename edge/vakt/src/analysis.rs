@@ -154,12 +154,41 @@ pub struct Analyzer {
     signal_serial: u64,
     last_t: f64,
     tamper: Option<TamperStage>,
-    /// Onset media time and serial of an open `housing_opened`.
-    housing: Option<(f64, u64)>,
-    housing_serial: u64,
-    /// Onset media time and serial of an open `storage_failed`.
-    storage: Option<(f64, u64)>,
-    storage_serial: u64,
+    /// `housing_opened`, switched by the enclosure's switch.
+    housing: Switch,
+    /// `storage_failed`, switched by the recorder.
+    storage: Switch,
+}
+
+/// A whole-view alarm that something outside the video switches on and off (the housing switch,
+/// the recorder): its open event's onset and serial.
+#[derive(Debug, Default)]
+struct Switch {
+    open: Option<(f64, u64)>,
+    serial: u64,
+}
+
+impl Switch {
+    fn is_on(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The transition that `on` at media time `t` causes, if any.
+    fn set(&mut self, on: bool, t: f64) -> Option<Transition> {
+        match (on, self.open) {
+            (true, None) => {
+                let serial = self.serial;
+                self.serial += 1;
+                self.open = Some((t, serial));
+                Some(Transition::whole_view_start(t, serial))
+            }
+            (false, Some((onset, serial))) => {
+                self.open = None;
+                Some(Transition::whole_view_end(onset, t, serial))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Analyzer {
@@ -192,10 +221,8 @@ impl Analyzer {
             signal_serial: 0,
             last_t: 0.0,
             tamper,
-            housing: None,
-            housing_serial: 0,
-            storage: None,
-            storage_serial: 0,
+            housing: Switch::default(),
+            storage: Switch::default(),
         })
     }
 
@@ -288,68 +315,18 @@ impl Analyzer {
     /// The housing switch changed (debounced). Not a video measurement: stamped with the media
     /// time of the last analysed frame.
     pub fn housing(&mut self, open: bool) -> anyhow::Result<Vec<Event>> {
-        let t = self.last_t;
-        let tr = match (open, self.housing) {
-            (true, None) => {
-                let serial = self.housing_serial;
-                self.housing_serial += 1;
-                self.housing = Some((t, serial));
-                Transition {
-                    phase: TransitionPhase::Start,
-                    onset: t,
-                    last_active: t,
-                    at: t,
-                    bbox: None,
-                    area: 0.0,
-                    serial,
-                }
-            }
-            (false, Some((onset, serial))) => {
-                self.housing = None;
-                Transition { phase: TransitionPhase::End, onset, last_active: t, at: t, bbox: None, area: 0.0, serial }
-            }
-            _ => return Ok(Vec::new()),
-        };
+        let Some(tr) = self.housing.set(open, self.last_t) else { return Ok(Vec::new()) };
         Ok(vec![self.factory.build(EventKind::HousingOpened, None, None, &tr, serde_json::Map::new())?])
     }
 
     /// The recorder reports it cannot write (`Some(detail)`) or writes again (`None`). Stamped
     /// with the media time of the last analysed frame, like the housing switch.
     pub fn storage(&mut self, failure: Option<&str>) -> anyhow::Result<Vec<Event>> {
-        let t = self.last_t;
-        let (tr, attrs) = match (failure, self.storage) {
-            (Some(detail), None) => {
-                let serial = self.storage_serial;
-                self.storage_serial += 1;
-                self.storage = Some((t, serial));
-                let mut attrs = serde_json::Map::new();
-                attrs.insert("detail".into(), detail.into());
-                let tr = Transition {
-                    phase: TransitionPhase::Start,
-                    onset: t,
-                    last_active: t,
-                    at: t,
-                    bbox: None,
-                    area: 0.0,
-                    serial,
-                };
-                (tr, attrs)
-            }
-            (None, Some((onset, serial))) => {
-                self.storage = None;
-                let tr = Transition {
-                    phase: TransitionPhase::End,
-                    onset,
-                    last_active: t,
-                    at: t.max(onset),
-                    bbox: None,
-                    area: 0.0,
-                    serial,
-                };
-                (tr, serde_json::Map::new())
-            }
-            _ => return Ok(Vec::new()),
-        };
+        let Some(tr) = self.storage.set(failure.is_some(), self.last_t) else { return Ok(Vec::new()) };
+        let mut attrs = serde_json::Map::new();
+        if let Some(detail) = failure {
+            attrs.insert("detail".into(), detail.into());
+        }
         Ok(vec![self.factory.build(EventKind::StorageFailed, None, None, &tr, attrs)?])
     }
 
@@ -360,13 +337,13 @@ impl Analyzer {
         if self.signal.is_some() {
             a.push(EventKind::SignalLost.as_str());
         }
-        if self.housing.is_some() {
+        if self.housing.is_on() {
             a.push(EventKind::HousingOpened.as_str());
         }
         if self.objects.as_ref().is_some_and(ObjectStage::stalled) {
             a.push(EventKind::DetectorStalled.as_str());
         }
-        if self.storage.is_some() {
+        if self.storage.is_on() {
             a.push(EventKind::StorageFailed.as_str());
         }
         a
@@ -447,10 +424,10 @@ impl Analyzer {
         let mut events = self.end_all(t)?;
         events.extend(self.end_rules(t)?);
         events.extend(self.end_tamper(t)?);
-        if self.housing.is_some() {
+        if self.housing.is_on() {
             events.extend(self.housing(false)?);
         }
-        if self.storage.is_some() {
+        if self.storage.is_on() {
             events.extend(self.storage(None)?);
         }
         if self.signal.is_some() {

@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use vakt_core::config::Config;
 use vakt_core::detect::ObjectClass;
-use vakt_core::redaction::{DetectorResult, MaskPlan, MotionInput, Sighting};
+use vakt_core::redaction::{DetectorResult, MaskPlan, Sighting};
 use vakt_core::source::SourceSpec;
 use vakt_media::{CaptureMsg, ClipWriter, EncodedUnit, RedactedFrame, Redactor};
 use vakt_store::segment::Record;
@@ -316,7 +316,7 @@ fn render(
                         stage.add_result(&r);
                         next_result += 1;
                     }
-                    for d in stage.analysed(f.index(), t, motion_input(&a.motion))? {
+                    for d in stage.analysed(f.index(), t, crate::redact::motion_input(&a.motion))? {
                         let full = matches!(d.plan, MaskPlan::Full(_));
                         emit(d.frame, full)?;
                     }
@@ -363,14 +363,6 @@ fn render(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
-
-fn motion_input(m: &vakt_vision::MotionResult) -> MotionInput {
-    let (w, h) = (m.width.max(1) as f32, m.height.max(1) as f32);
-    MotionInput {
-        blobs: m.blobs.iter().map(|b| [b.x as f32 / w, b.y as f32 / h, b.w as f32 / w, b.h as f32 / h]).collect(),
-        global_change: m.global_change,
-    }
-}
 
 /// `vakt verify-export DIR [--trust KEY.pub]`: the signature over the manifest, then the clip's
 /// hash. Without `--trust` the box's own key (`state_dir/identity`) is the trusted one.

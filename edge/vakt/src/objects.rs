@@ -7,7 +7,7 @@ use anyhow::Context;
 use vakt_core::config::Config;
 use vakt_core::detect::{BoxPx, ObjectClass};
 use vakt_core::event::EventKind;
-use vakt_core::lifecycle::{Transition, TransitionPhase};
+use vakt_core::lifecycle::Transition;
 use vakt_core::redaction::{DetectorResult, Sighting};
 use vakt_core::rules::{RuleEngine, RuleEvent, RuleObject};
 use vakt_core::track::{TrackView, Tracker, TrackerConfig};
@@ -146,8 +146,6 @@ impl DetectorHealth {
                 Some(("error", e.clone()))
             }
         };
-        let transition =
-            |phase, onset, serial| Transition { phase, onset, last_active: t, at: t, bbox: None, area: 0.0, serial };
         match (bad, self.open) {
             (Some((reason, detail)), None) => {
                 self.good_runs = 0;
@@ -165,7 +163,7 @@ impl DetectorHealth {
                     kind: EventKind::DetectorStalled,
                     zone: None,
                     subject: None,
-                    transition: transition(TransitionPhase::Start, t, serial),
+                    transition: Transition::whole_view_start(t, serial),
                     attrs,
                 })
             }
@@ -191,15 +189,7 @@ impl DetectorHealth {
             kind: EventKind::DetectorStalled,
             zone: None,
             subject: None,
-            transition: Transition {
-                phase: TransitionPhase::End,
-                onset,
-                last_active: t,
-                at: t.max(onset),
-                bbox: None,
-                area: 0.0,
-                serial,
-            },
+            transition: Transition::whole_view_end(onset, t, serial),
             attrs,
         })
     }
@@ -499,6 +489,7 @@ fn rule_objects(views: &[TrackView], t: f64, w: f32, h: f32, found: impl Fn(u64)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vakt_core::lifecycle::TransitionPhase;
 
     #[test]
     fn the_schedule_follows_media_time() {

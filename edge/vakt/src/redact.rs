@@ -177,7 +177,7 @@ fn partial_path(output: &Path) -> PathBuf {
 }
 
 /// The motion of a frame as the masker sees it: blob boxes in shares of the frame.
-fn motion_input(m: &MotionResult) -> MotionInput {
+pub(crate) fn motion_input(m: &MotionResult) -> MotionInput {
     let (w, h) = (m.width.max(1) as f32, m.height.max(1) as f32);
     MotionInput {
         blobs: m.blobs.iter().map(|b| [b.x as f32 / w, b.y as f32 / h, b.w as f32 / w, b.h as f32 / h]).collect(),

@@ -6,23 +6,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::*;
-
-fn tud() -> (PathBuf, PathBuf) {
-    let dir = repo_root().join("../shared/data/video/tud-stadtmitte");
-    let clip = dir.join("TUD-Stadtmitte.mp4");
-    assert!(clip.is_file(), "{} missing (../shared/data, see its README.md)", clip.display());
-    (clip, dir.join("gt.txt"))
-}
-
-fn models_dir() -> PathBuf {
-    let d = repo_root().join(".data/models");
-    assert!(d.join("yolox_nano").is_dir(), "{} missing: run models/fetch.sh .data/models", d.display());
-    d
-}
 
 /// Detection on, the zones and line of the evaluation config (benches/eval/tud-stadtmitte.toml),
 /// and a running threshold at walking pace.

@@ -3,22 +3,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-
-/// The verified model directory `deploy/test.sh` fills with `models/fetch.sh .data/models`.
-fn models_dir() -> PathBuf {
-    let p = repo_root().join(".data/models");
-    assert!(
-        p.join("yolox_nano/yolox_nano.onnx").is_file(),
-        "{} missing: run models/fetch.sh .data/models",
-        p.display()
-    );
-    p
-}
 
 /// A custom board profile at `path`: the generic one with another camera element.
 fn custom_board(path: &Path, camera_source: &str) {

@@ -11,18 +11,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn tud() -> PathBuf {
-    let clip = repo_root().join("../shared/data/video/tud-stadtmitte/TUD-Stadtmitte.mp4");
-    assert!(clip.is_file(), "{} missing (../shared/data, see its README.md)", clip.display());
-    clip
-}
-
-fn models_dir() -> PathBuf {
-    let d = repo_root().join(".data/models");
-    assert!(d.join("yolox_nano").is_dir(), "{} missing: run models/fetch.sh .data/models", d.display());
-    d
-}
-
 /// Recording on, 2 s segments, detection on; the footage key in a systemd-style credential
 /// directory (`keys`), so footage outlives the process.
 fn record_config(broker: &str, extra: &str) -> (TestConfig, PathBuf) {
@@ -33,7 +21,7 @@ fn record_config(broker: &str, extra: &str) -> (TestConfig, PathBuf) {
         .replace("provider = \"ram\"", "provider = \"credential\"");
     let cfg = TestConfig::new(
         broker,
-        tud().to_str().unwrap(),
+        tud().0.to_str().unwrap(),
         &format!(
             r#"
 [models]
@@ -62,6 +50,22 @@ points = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]
 
 fn cli(cfg: &Path, keys: &Path, args: &[&str]) -> std::process::Output {
     vakt().env("CREDENTIALS_DIRECTORY", keys).arg("--config").arg(cfg).args(args).output().unwrap()
+}
+
+/// `vakt export` of [from, to] into `dir` for `requester`, with `extra` flags.
+fn export(
+    cfg: &Path,
+    keys: &Path,
+    from: &str,
+    to: &str,
+    dir: &Path,
+    requester: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec!["export", "--from", from, "--to", to, "--output", dir, "--requester", requester];
+    args.extend_from_slice(extra);
+    cli(cfg, keys, &args)
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -174,21 +178,7 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
     assert!(listing.contains(&format!("person     {}", &rfc(from)[..10])), "{listing}");
 
     let out_dir = cfg.dir.path().join("export-1");
-    let text = ok(&cli(
-        &cfg.path,
-        &keys,
-        &[
-            "export",
-            "--from",
-            &rfc(from),
-            "--to",
-            &rfc(to),
-            "--output",
-            out_dir.to_str().unwrap(),
-            "--requester",
-            "police:4711",
-        ],
-    ));
+    let text = ok(&export(&cfg.path, &keys, &rfc(from), &rfc(to), &out_dir, "police:4711", &[]));
     assert!(text.contains("(redacted)"), "{text}");
     let first_text = text.clone();
     // people are masked from the recorded track boxes, not by masking every frame whole
@@ -246,23 +236,14 @@ fn a_box_records_then_exports_verified_redacted_and_subject_access_clips() {
     assert_eq!(m["keep_track"], ids[0]);
     // unmasked (static masks only), with a reason
     let um = cfg.dir.path().join("export-unmasked");
-    ok(&cli(
+    ok(&export(
         &cfg.path,
         &keys,
-        &[
-            "export",
-            "--from",
-            &rfc(from),
-            "--to",
-            &rfc(to),
-            "--output",
-            um.to_str().unwrap(),
-            "--requester",
-            "police:4711",
-            "--unmasked",
-            "--reason",
-            "court order 2026/77",
-        ],
+        &rfc(from),
+        &rfc(to),
+        &um,
+        "police:4711",
+        &["--unmasked", "--reason", "court order 2026/77"],
     ));
     // the subject-access clip reveals something the redacted one masks, but far less than the
     // unmasked clip shows: one person, not everyone
@@ -369,21 +350,7 @@ fn a_running_box_serves_exports_and_holds_over_its_socket_and_decommission_expor
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 30 days"), "{out:?}");
     // export through the running box
     let out_dir = cfg.dir.path().join("live-export");
-    ok(&cli(
-        &cfg.path,
-        &keys,
-        &[
-            "export",
-            "--from",
-            &rfc(from),
-            "--to",
-            &rfc(to),
-            "--output",
-            out_dir.to_str().unwrap(),
-            "--requester",
-            "police:1",
-        ],
-    ));
+    ok(&export(&cfg.path, &keys, &rfc(from), &rfc(to), &out_dir, "police:1", &[]));
     ok(&cli(&cfg.path, &keys, &["verify-export", out_dir.to_str().unwrap()]));
     // decommission refuses while the box runs
     let dec = cfg.dir.path().join("decommission");

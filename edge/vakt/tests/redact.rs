@@ -17,13 +17,6 @@ use vakt_core::redaction::MaskScore;
 const W: u32 = 640;
 const H: u32 = 480;
 
-fn tud() -> (PathBuf, PathBuf) {
-    let dir = repo_root().join("../shared/data/video/tud-stadtmitte");
-    let clip = dir.join("TUD-Stadtmitte.mp4");
-    assert!(clip.is_file(), "{} missing (../shared/data, see its README.md)", clip.display());
-    (clip, dir.join("gt.txt"))
-}
-
 /// Ground-truth person boxes (conf = 1) by frame (from 1): (id, [left, top, width, height]).
 fn ground_truth(path: &Path) -> BTreeMap<u64, Vec<(u64, [f64; 4])>> {
     let mut gt: BTreeMap<u64, Vec<(u64, [f64; 4])>> = BTreeMap::new();

@@ -9,6 +9,25 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// TUD-Stadtmitte (640×480, 179 frames, people on a shopping street) and its MOT ground truth.
+pub fn tud() -> (PathBuf, PathBuf) {
+    let dir = repo_root().join("../shared/data/video/tud-stadtmitte");
+    let clip = dir.join("TUD-Stadtmitte.mp4");
+    assert!(clip.is_file(), "{} missing (../shared/data, see its README.md)", clip.display());
+    (clip, dir.join("gt.txt"))
+}
+
+/// The verified model directory `deploy/test.sh` fills with `models/fetch.sh .data/models`.
+pub fn models_dir() -> PathBuf {
+    let p = repo_root().join(".data/models");
+    assert!(
+        p.join("yolox_nano/yolox_nano.onnx").is_file(),
+        "{} missing: run models/fetch.sh .data/models",
+        p.display()
+    );
+    p
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
