@@ -557,7 +557,10 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 cancel.cancel();
             } else {
                 tracing::warn!("second signal: exiting at once");
-                std::process::exit(130);
+                // _exit, not exit: exit's handlers tear down GLib while the capture thread may
+                // be registering GStreamer types, which aborts the process (seen in CI)
+                // SAFETY: _exit ends the process at once; nothing after it runs
+                unsafe { libc::_exit(130) };
             }
         }
     });
