@@ -9,7 +9,8 @@
 # (no output allowed) and `systemd-analyze security --offline=yes` (exposure must stay <= 2.0);
 # the packaged config must fail `check-config` (exit 2, naming box.id), run under qemu for arm64.
 # --install (root only) also installs the amd64 package for real with apt, checks the user,
-# groups and permissions postinst sets, then purges it and checks that state is kept.
+# groups and permissions postinst sets, then purges it and checks that state is kept; then installs
+# it again, provisions it with a hold, and checks that purge decommissions it (signed report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 install=0; [ "${1:-}" = --install ] && install=1
@@ -110,5 +111,42 @@ elif [ "$install" = 1 ]; then
   grep -q "was kept" <<<"$msg" || fail "purge did not say that the state was kept: $msg"
   rm -rf /var/lib/vakt
   note "  install, user and permissions, purge keeping state: ok"
+
+  # A provisioned box with an evidence hold: purge decommissions it (issue 5, Trelleborg).
+  apt-get install -y -qq "$deb" >/dev/null
+  cat > /etc/vakt/vakt.toml <<'TOML'
+[box]
+id = "pkg-test"
+site = "pkg-site"
+state_dir = "/var/lib/vakt"
+[source]
+uri = "file:///dev/null"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[storage]
+dir = "/var/lib/vakt/ring"
+record = false
+TOML
+  install -d -o vakt -g vakt -m 0750 /var/lib/vakt
+  as_vakt=(runuser -u vakt -- /usr/bin/vakt --config /etc/vakt/vakt.toml)
+  "${as_vakt[@]}" provision >/dev/null || fail "provision as vakt failed"
+  now=$(date -u +%s)
+  "${as_vakt[@]}" hold --from "$(date -u -d @$((now - 600)) +%FT%TZ)" --to "$(date -u -d @$((now - 60)) +%FT%TZ)" \
+    --until "$(date -u -d @$((now + 86400)) +%FT%TZ)" --requester police-4711 --reason "case K-1" >/dev/null \
+    || fail "hold as vakt failed"
+  msg=$(dpkg --purge vakt 2>&1) || fail "purge of a provisioned box failed: $msg"
+  [ ! -e /var/lib/vakt ] || fail "purge kept /var/lib/vakt after decommissioning: $msg"
+  out=$(ls -d /var/lib/vakt-decommission/*/ | head -1)
+  [ -n "$out" ] && [ -f "$out/decommission.json" ] || fail "purge wrote no decommission report: $msg"
+  grep -q '"requester": "dpkg-purge"' "$out/decommission.json" || fail "report does not name dpkg-purge"
+  [ "$(jq '.holds_not_readable | length' "$out/decommission.json")" = 1 ] \
+    || fail "the hold is not accounted for in the report: $(cat "$out/decommission.json")"
+  grep -q '"decommission.completed"' "$out/audit.log" || fail "the exported audit log lacks decommission.completed"
+  # the report's Ed25519 signature checks with OpenSSL alone, against the key in the directory
+  xxd -r -p "$out/decommission.sig" > "$work/sig.bin"
+  openssl pkeyutl -verify -pubin -inkey "$out/box-signing.pub" -rawin -in "$out/decommission.json" \
+    -sigfile "$work/sig.bin" >/dev/null || fail "decommission.sig does not verify with openssl"
+  rm -rf /var/lib/vakt-decommission
+  note "  purge of a provisioned box: decommissioned into $out, signature verified, state removed: ok"
 fi
 note "all packages ok"

@@ -15,7 +15,7 @@ pkgs=(
   mosquitto mosquitto-clients
   ca-certificates
   python3 python3-venv binutils curl
-  strace
+  strace jq xxd openssl
 )
 missing=()
 for p in "${pkgs[@]}"; do

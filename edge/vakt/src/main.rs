@@ -215,6 +215,11 @@ enum Command {
         /// Who decommissions the box (audited, signed into the report).
         #[arg(long, default_value = "technician")]
         requester: String,
+        /// Read the detection models (for masking the held exports) from DIR instead of
+        /// `[models] dir`: package purge runs decommission after the package's files are gone,
+        /// from a copy prerm kept.
+        #[arg(long, value_name = "DIR")]
+        models_dir: Option<PathBuf>,
     },
 }
 
@@ -513,8 +518,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
-        Command::Decommission { output, requester } => {
-            let cfg = load_config(&cli.config)?;
+        Command::Decommission { output, requester, models_dir } => {
+            let mut cfg = load_config(&cli.config)?;
+            if let Some(dir) = models_dir {
+                cfg.models.dir = dir;
+            }
             let r = decommission::decommission(&cfg, &output, &requester)?;
             let d = &r["destroyed"];
             println!("box {} decommissioned; report: {}", cfg.box_.id, output.join(decommission::REPORT).display());
