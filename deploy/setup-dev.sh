@@ -16,6 +16,7 @@ pkgs=(
   ca-certificates
   python3 python3-venv binutils curl
   strace jq xxd openssl
+  swtpm tpm2-tools libtss2-tcti-swtpm0
 )
 missing=()
 for p in "${pkgs[@]}"; do

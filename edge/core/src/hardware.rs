@@ -89,6 +89,17 @@ pub struct KeysProfile {
     /// A device node that must exist for the provider ("" for RAM).
     #[serde(default)]
     pub device: String,
+    /// `tpm2` only: the TSS2 TCTI that reaches the TPM; default `device:<device>`. A software TPM
+    /// for tests: `swtpm:host=127.0.0.1,port=2321`.
+    #[serde(default)]
+    pub tcti: Option<String>,
+}
+
+impl KeysProfile {
+    /// The TCTI string tpm2-tools use for this board's TPM.
+    pub fn tcti(&self) -> String {
+        self.tcti.clone().unwrap_or_else(|| format!("device:{}", self.device))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -181,6 +192,13 @@ fn check(p: &Profile) -> Result<(), String> {
             ));
         }
         _ => {}
+    }
+    if let Some(t) = &p.keys.tcti
+        && (p.keys.provider != KeyProvider::Tpm2 || t.is_empty() || t.chars().any(|c| c.is_whitespace()))
+    {
+        return Err(format!(
+            "`keys.tcti` = {t:?}: only for provider \"tpm2\", a TCTI such as \"device:/dev/tpmrm0\" (no spaces)"
+        ));
     }
     if !p.power.budget_w.is_finite() || !(0.0..=500.0).contains(&p.power.budget_w) {
         return Err(format!("`power.budget_w` = {}: watts from 0 (unknown) to 500", p.power.budget_w));

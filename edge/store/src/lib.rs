@@ -9,6 +9,7 @@
 pub mod io;
 pub mod keys;
 pub mod segment;
+pub mod tpm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -470,7 +470,28 @@ fn key_provider(cfg: &Config) -> Check {
                 ),
             }
         }
-        p @ (KeyProvider::Tpm2 | KeyProvider::Rpmb | KeyProvider::Otp) => Check::warn(
+        KeyProvider::Tpm2 => {
+            let tcti = k.tcti();
+            match vakt_store::tpm::Tpm2Provider::open(&tcti, vakt_store::tpm::DEFAULT_NV_INDEX) {
+                Ok(p) => Check::ok(
+                    "keys",
+                    format!(
+                        "footage journal key in TPM 2.0 NV index 0x{:08X} ({tcti}){}",
+                        vakt_store::tpm::DEFAULT_NV_INDEX,
+                        if p.created { ", made now (first use of this TPM)" } else { "" }
+                    ),
+                ),
+                Err(e) => Check::fail(
+                    "keys",
+                    format!("the board profile keeps the footage journal key in a TPM 2.0, which cannot be used: {e}"),
+                    format!(
+                        "check that {} exists and the user vakt may open it (group tss), and that tpm2-tools is installed; or set keys.tcti in a custom board profile",
+                        k.device
+                    ),
+                ),
+            }
+        }
+        p @ (KeyProvider::Rpmb | KeyProvider::Otp) => Check::warn(
             "keys",
             format!(
                 "the board profile names the {} key provider, which this version does not build: footage keys are held in RAM only, so recorded footage cannot be read after a power cut",

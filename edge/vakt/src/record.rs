@@ -45,7 +45,18 @@ pub fn provider(cfg: &Config) -> anyhow::Result<Box<dyn KeyProvider>> {
             })?;
             Box::new(CredentialProvider::load(&Path::new(&dir).join(CREDENTIAL_NAME))?)
         }
-        ProfileProvider::Tpm2 | ProfileProvider::Rpmb | ProfileProvider::Otp => {
+        ProfileProvider::Tpm2 => {
+            let tcti = cfg.hardware.profile.keys.tcti();
+            Box::new(vakt_store::tpm::Tpm2Provider::open(&tcti, vakt_store::tpm::DEFAULT_NV_INDEX).with_context(
+                || {
+                    format!(
+                        "the board profile keeps the footage journal key in a TPM 2.0 (keys.provider = \"tpm2\", TCTI {tcti}), \
+                         which cannot be used"
+                    )
+                },
+            )?)
+        }
+        ProfileProvider::Rpmb | ProfileProvider::Otp => {
             tracing::warn!(
                 provider = p.as_str(),
                 "the board profile's key provider is not built in this version: footage keys are kept in RAM \

@@ -466,3 +466,51 @@ unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// A board whose profile keeps the journal key in a TPM 2.0 (a software TPM here): footage a box
+/// recorded is readable after the box is killed, through the same TPM; decommission undefines the
+/// TPM's key.
+#[test]
+fn with_a_tpm_footage_survives_the_process_and_decommission_destroys_the_key() {
+    let broker = Mosquitto::start();
+    let tpm_state = tempfile::tempdir().unwrap();
+    let tpm = vakt_store::tpm::SoftTpm::start(tpm_state.path());
+    let (cfg, keys) = record_config(&broker.url(), "");
+    let profile = std::fs::read_to_string(repo_root().join("hardware/generic.toml"))
+        .unwrap()
+        .replace("provider = \"ram\"", &format!("provider = \"tpm2\"\ntcti = \"{}\"", tpm.tcti));
+    let profile = profile.replace("device = \"\"", "device = \"/dev/tpmrm0\"");
+    std::fs::write(cfg.dir.path().join("board.toml"), profile).unwrap();
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replace("stall_timeout", "loop = true\nstall_timeout");
+    std::fs::write(&cfg.path, text).unwrap();
+
+    let mut cmd = vakt();
+    cmd.arg("--config").arg(&cfg.path).arg("run");
+    let b = BoxProcess::spawn(cmd);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(&cfg.path, &keys, &["storage"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["key_protection"], "tpm2", "{v}");
+            if v["segments"].as_u64().unwrap_or(0) >= 2 {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "no segments recorded\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(b); // SIGKILL: no clean shutdown
+
+    // the box is gone; the CLI opens the store itself and the TPM still holds the key
+    let out = cli(&cfg.path, &keys, &["storage"]);
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["segments"].as_u64().unwrap() >= 2, "footage lost with the process: {v}");
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let report = out_dir.path().join("d");
+    let text = ok(&cli(&cfg.path, &keys, &["decommission", "--output", report.to_str().unwrap()]));
+    assert!(text.contains("TPM 2.0 NV index") && text.contains("undefined"), "{text}");
+    assert!(!text.contains("NOT destroyed: the journal key"), "{text}");
+}
