@@ -10,7 +10,7 @@
 //!
 //! What it does not defend: a thief with the whole running box, or one who boots the stolen box
 //! into their own system, can read an owner-readable NV index (no PCR policy binds it to Vakt's
-//! boot chain; that needs measured boot on the board, ring-buffer.md open question 12).
+//! boot chain; that needs measured boot on the board, ring-buffer.md open question 3).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
