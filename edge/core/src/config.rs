@@ -199,6 +199,8 @@ struct RawMqtt {
     keep_alive: Option<String>,
     embedded_broker: Option<String>,
     ca_file: Option<PathBuf>,
+    outbox_max_bytes: Option<u64>,
+    outbox_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +309,10 @@ pub struct MqttConfig {
     pub embedded_broker: Option<SocketAddr>,
     /// PEM file with the CA(s) that sign the broker's certificate; the system's CAs when unset.
     pub ca_file: Option<PathBuf>,
+    /// The durable outbox's bound in bytes of payload (edge/docs/design/delivery.md).
+    pub outbox_max_bytes: u64,
+    /// Messages older than this are dropped from the outbox (and reported in `events_dropped`).
+    pub outbox_max_age: Duration,
 }
 
 /// The board this box runs on (`[hardware]`, `hardware/README.md`).
@@ -495,6 +501,10 @@ pub struct NamedPolygon {
 pub mod defaults {
     pub const STATE_DIR: &str = "/var/lib/vakt";
     pub const MODELS_DIR: &str = "/usr/share/vakt/models";
+    /// 64 MiB: about 100 000 events of 600 bytes.
+    pub const OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
+    /// A week of broker outage.
+    pub const OUTBOX_MAX_AGE: &str = "7d";
     pub const CAMERA: &str = "cam0";
     pub const RECONNECT_MAX: &str = "30s";
     pub const STALL_TIMEOUT: &str = "5s";
@@ -764,6 +774,24 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         )?,
         embedded_broker,
         ca_file: rm.ca_file.map(|p| resolve(base, p)),
+        outbox_max_bytes: match rm.outbox_max_bytes {
+            None => defaults::OUTBOX_MAX_BYTES,
+            Some(b) if (64 * 1024..=4 * 1024 * 1024 * 1024).contains(&b) => b,
+            Some(b) => {
+                return Err(err(
+                    "mqtt.outbox_max_bytes",
+                    b.to_string(),
+                    "bytes of queued messages, from 65536 (64 KiB) to 4294967296 (4 GiB)",
+                ));
+            }
+        },
+        outbox_max_age: duration(
+            rm.outbox_max_age,
+            "mqtt.outbox_max_age",
+            defaults::OUTBOX_MAX_AGE,
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 24 * 3600),
+        )?,
     };
     if let Some(ca) = &mqtt.ca_file {
         let shown = format!("{:?}", ca.display().to_string());

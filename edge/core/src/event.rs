@@ -47,6 +47,10 @@ pub enum EventKind {
     /// The recording ring buffer cannot write (disk full with only held footage left, or a storage
     /// error): recording is paused; analysis and events go on (edge/docs/design/ring-buffer.md, F7).
     StorageFailed,
+    /// The durable outbox overflowed (or messages outlived `mqtt.outbox_max_age` during an outage):
+    /// the `seq` ranges in `attrs.ranges` were dropped unsent, so a consumer can tell loss from a
+    /// gap in transit (edge/docs/design/delivery.md). A single `instant` message.
+    EventsDropped,
 }
 
 impl EventKind {
@@ -65,6 +69,7 @@ impl EventKind {
         EventKind::Running,
         EventKind::DetectorStalled,
         EventKind::StorageFailed,
+        EventKind::EventsDropped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +88,7 @@ impl EventKind {
             EventKind::Running => "running",
             EventKind::DetectorStalled => "detector_stalled",
             EventKind::StorageFailed => "storage_failed",
+            EventKind::EventsDropped => "events_dropped",
         }
     }
 
@@ -105,6 +111,7 @@ impl EventKind {
             // the device's own health; a vendor topic under ONVIF's Monitoring root
             EventKind::DetectorStalled => "Monitoring/Vakt/DetectorStalled",
             EventKind::StorageFailed => "Device/HardwareFailure/StorageFailure",
+            EventKind::EventsDropped => "Monitoring/Vakt/EventsDropped",
         }
     }
 

@@ -74,6 +74,11 @@ impl Transition {
             serial,
         }
     }
+
+    /// A momentary whole-view event at media time `t` (one `instant` message).
+    pub fn instant(t: f64, serial: u64) -> Transition {
+        Transition { phase: TransitionPhase::Instant, onset: t, last_active: t, at: t, bbox: None, area: 0.0, serial }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -158,6 +158,8 @@ pub struct Analyzer {
     housing: Switch,
     /// `storage_failed`, switched by the recorder.
     storage: Switch,
+    /// `events_dropped` messages so far (their serials).
+    dropped_reports: u64,
 }
 
 /// A whole-view alarm that something outside the video switches on and off (the housing switch,
@@ -223,6 +225,7 @@ impl Analyzer {
             tamper,
             housing: Switch::default(),
             storage: Switch::default(),
+            dropped_reports: 0,
         })
     }
 
@@ -328,6 +331,17 @@ impl Analyzer {
             attrs.insert("detail".into(), detail.into());
         }
         Ok(vec![self.factory.build(EventKind::StorageFailed, None, None, &tr, attrs)?])
+    }
+
+    /// The report of messages the outbox dropped unsent (`events_dropped`, one `instant`).
+    pub fn events_dropped(&mut self, d: &crate::outbox::Dropped) -> anyhow::Result<Event> {
+        let tr = Transition::instant(self.last_t, self.dropped_reports);
+        self.dropped_reports += 1;
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("ranges".into(), serde_json::json!(d.ranges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>()));
+        attrs.insert("count".into(), d.count.into());
+        attrs.insert("reason".into(), d.reason.into());
+        Ok(self.factory.build(EventKind::EventsDropped, None, None, &tr, attrs)?)
     }
 
     /// Alarm conditions open now: the status is `degraded` while any is.

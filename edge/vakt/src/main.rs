@@ -13,6 +13,7 @@ mod housing;
 mod mqtt;
 mod notify;
 mod objects;
+mod outbox;
 mod record;
 mod redact;
 mod redaction;

@@ -1,16 +1,20 @@
 //! MQTT link to the municipality's broker (rumqttc): topics, retained status with last will,
-//! QoS 1 events, reconnect forever with capped backoff. The event loop is polled continuously and
-//! never waits on analysis; analysis never waits on it. Reference: `edge/docs/ref/mqtt.md`.
+//! QoS 1 events from the durable outbox, reconnect forever with capped backoff. The event loop is
+//! polled continuously and never waits on analysis; analysis never waits on it. Reference:
+//! `edge/docs/ref/mqtt.md`; the delivery design, with the proof of the PUBACK mapping:
+//! `edge/docs/design/delivery.md`.
 //!
-//! rumqttc drops its pending queue whenever the broker reports no session, so events are never
-//! handed to it while the link is down: `publish_events` keeps them in its own bounded backlog
-//! and drains it with non-blocking `try_publish` only while connected. Events in flight at the
-//! moment the link drops can still be lost; the durable outbox (delivery issue) replaces this
-//! backlog and closes that window. `publish_events` is the seam where it plugs in.
+//! rumqttc's `publish` does not return the packet id, so every publish goes through one `Gate`:
+//! under its lock a publish is handed to rumqttc only while the session is live, and its tag (the
+//! outbox row, or none) is queued in submission order. rumqttc emits exactly one
+//! `Outgoing::Publish(pkid)` per publish, in the order it received them, so the event loop pops
+//! the tags in step and knows each packet id's row; a PUBACK then names the row to delete. When a
+//! session ends, the gate closes first, then everything rumqttc still holds is discarded with the
+//! tags, and the outbox sends every unacknowledged row again in the next session.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
@@ -22,7 +26,6 @@ use rumqttc::{
 use tokio::task::JoinHandle;
 
 use vakt_core::config::{MqttConfig, MqttScheme};
-use vakt_core::event::Event;
 
 /// Every topic the box uses, under its prefix. `cmd`, `reply` and `audit` are reserved for the
 /// delivery issue (signed commands, audit export); nothing is published or read there yet.
@@ -61,10 +64,10 @@ pub struct LinkCounters {
     pub acked: AtomicU64,
     pub connected: AtomicBool,
     pub connects: AtomicU64,
-    /// Events waiting for the link (not yet handed to rumqttc).
+    /// Messages in the durable outbox (not yet acknowledged by the broker).
     pub backlog: AtomicU64,
-    /// Events discarded because the backlog was full.
-    pub dropped: AtomicU64,
+    /// Age of the oldest of them, ms (0: none).
+    pub oldest_unsent_ms: AtomicU64,
     /// Woken on every (re)connection.
     pub link_up: Notify,
     /// Failed connection attempts since the last success.
@@ -73,8 +76,24 @@ pub struct LinkCounters {
     pub publisher_beats: AtomicU64,
 }
 
-/// Events kept while the broker is unreachable, at most.
-pub const MAX_BACKLOG: usize = 100_000;
+/// The submission gate (see the module comment).
+#[derive(Default)]
+struct Gate {
+    /// A session is up: publishes may be handed to rumqttc.
+    live: bool,
+    /// Sessions so far; the outbox sender restarts from its first row when this changes.
+    session: u64,
+    /// Tags of publishes handed to rumqttc whose `Outgoing::Publish` has not been seen, in order.
+    fifo: VecDeque<Option<i64>>,
+    /// Packet id → outbox row, for QoS 1 publishes sent and not yet acknowledged.
+    inflight: HashMap<u16, i64>,
+}
+
+/// What the event loop tells the outbox sender.
+enum LinkNote {
+    /// The broker acknowledged this outbox row.
+    Acked(i64),
+}
 
 /// The system's CA bundle (Debian: package ca-certificates).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -83,7 +102,33 @@ pub struct Mqtt {
     client: AsyncClient,
     pub topics: Topics,
     pub counters: Arc<LinkCounters>,
+    gate: Arc<Mutex<Gate>>,
+    notes: Mutex<Option<mpsc::UnboundedReceiver<LinkNote>>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Hands one publish to rumqttc if the session is live (and is `session`, when given); queues
+/// its tag. False: not handed over (no session, another session, or rumqttc's queue is full).
+#[allow(clippy::too_many_arguments)]
+fn submit(
+    client: &AsyncClient,
+    gate: &Mutex<Gate>,
+    session: Option<u64>,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+    payload: Vec<u8>,
+    tag: Option<i64>,
+) -> bool {
+    let mut g = gate.lock().unwrap();
+    if !g.live || session.is_some_and(|s| s != g.session) {
+        return false;
+    }
+    if client.try_publish(topic, qos, retain, payload).is_err() {
+        return false;
+    }
+    g.fifo.push_back(tag);
+    true
 }
 
 impl Mqtt {
@@ -108,62 +153,94 @@ impl Mqtt {
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let counters = Arc::new(LinkCounters::default());
+        let gate = Arc::new(Mutex::new(Gate::default()));
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(drive(
             eventloop,
             client.clone(),
+            gate.clone(),
+            notes_tx,
             topics.status.clone(),
             online,
             counters.clone(),
             cfg.url.clone(),
         ));
-        Ok(Mqtt { client, topics, counters, task: Some(task) })
+        Ok(Mqtt { client, topics, counters, gate, notes: Mutex::new(Some(notes_rx)), task: Some(task) })
     }
 
-    /// Publishes events from `rx` (QoS 1) until `rx` closes and the backlog is empty. Never
-    /// blocks: while the link is down events wait in a backlog of at most `MAX_BACKLOG`; when it
-    /// overflows the oldest go first, counted in `counters.dropped`.
-    pub async fn publish_events(&self, mut rx: mpsc::Receiver<Event>) {
-        // (alarm?, payload): on overflow motion goes first, alarms (tamper, signal) last
-        let mut backlog: VecDeque<(bool, Vec<u8>)> = VecDeque::new();
-        let mut closed = false;
+    /// Sends the outbox (QoS 1, commit order) for as long as the box runs: every row not yet
+    /// acknowledged is handed to rumqttc once per session; a PUBACK deletes its row. Returns when
+    /// `stop` is set and the outbox is empty, or at once after `stop` when `drain` is false.
+    pub async fn send_outbox(
+        &self,
+        outbox: Arc<Mutex<crate::outbox::Outbox>>,
+        wake: Arc<Notify>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let Some(mut notes) = self.notes.lock().unwrap().take() else { return };
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut session = 0u64;
+        let mut cursor = 0i64; // last row handed over in `session`
+        let mut acked: Vec<i64> = Vec::new();
         loop {
             self.counters.publisher_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                m = rx.recv(), if !closed => match m {
-                    Some(e) => match serde_json::to_vec(&e) {
-                        Ok(p) => backlog.push_back((e.kind.is_alarm(), p)),
-                        Err(err) => tracing::error!(seq = e.seq, error = %err, "cannot serialise an event"),
-                    },
-                    None => closed = true,
+                n = notes.recv() => match n {
+                    Some(LinkNote::Acked(id)) => acked.push(id),
+                    None => return,
                 },
+                _ = wake.notified() => {}
                 _ = self.counters.link_up.notified() => {}
                 _ = tick.tick() => {}
             }
-            while backlog.len() > MAX_BACKLOG {
-                match backlog.iter().position(|(alarm, _)| !alarm) {
-                    Some(i) => backlog.remove(i),
-                    None => backlog.pop_front(),
-                };
-                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                if n == 0 || (n + 1).is_power_of_two() {
-                    tracing::error!(
-                        dropped = n + 1,
-                        "event backlog full ({MAX_BACKLOG}): the oldest events are being dropped"
-                    );
-                }
+            while let Ok(LinkNote::Acked(id)) = notes.try_recv() {
+                acked.push(id);
             }
-            if self.counters.connected.load(Ordering::SeqCst) {
-                while let Some((_, p)) = backlog.front() {
-                    if self.client.try_publish(&self.topics.events, QoS::AtLeastOnce, false, p.clone()).is_err() {
-                        break; // rumqttc's queue is full: retry on the next tick
+            let result = tokio::task::block_in_place(|| -> Result<(), crate::outbox::OutboxError> {
+                let mut ob = outbox.lock().unwrap();
+                if !acked.is_empty() {
+                    ob.remove(acked.drain(..))?;
+                }
+                let current = self.gate.lock().unwrap().session;
+                if current != session {
+                    // a new session: nothing handed over before is still pending in rumqttc
+                    session = current;
+                    cursor = 0;
+                }
+                'fill: loop {
+                    let rows = ob.after(cursor, 256)?;
+                    if rows.is_empty() {
+                        break;
                     }
-                    self.counters.submitted.fetch_add(1, Ordering::SeqCst);
-                    backlog.pop_front();
+                    for r in rows {
+                        tracing::trace!(seq = r.seq, row = r.id, "handing an event to the MQTT client");
+                        let t = &self.topics.events;
+                        if !submit(
+                            &self.client,
+                            &self.gate,
+                            Some(session),
+                            t,
+                            QoS::AtLeastOnce,
+                            false,
+                            r.payload,
+                            Some(r.id),
+                        ) {
+                            break 'fill; // no session, or rumqttc's queue is full: next tick
+                        }
+                        self.counters.submitted.fetch_add(1, Ordering::SeqCst);
+                        cursor = r.id;
+                    }
                 }
+                let d = ob.depth()?;
+                self.counters.backlog.store(d.messages, Ordering::Relaxed);
+                let age = d.oldest_ms.map(|t| (crate::record::now_ms() - t).max(1) as u64).unwrap_or(0);
+                self.counters.oldest_unsent_ms.store(age, Ordering::Relaxed);
+                Ok(())
+            });
+            if let Err(e) = result {
+                tracing::error!("{e}");
             }
-            self.counters.backlog.store(backlog.len() as u64, Ordering::Relaxed);
-            if closed && backlog.is_empty() {
+            if stop.load(Ordering::SeqCst) && self.counters.backlog.load(Ordering::Relaxed) == 0 {
                 return;
             }
         }
@@ -172,14 +249,12 @@ impl Mqtt {
     /// QoS 0, only while connected: a missed health sample is replaced by the next one, and
     /// nothing piles up in rumqttc's queue during an outage.
     pub fn publish_health(&self, payload: Vec<u8>) {
-        if self.counters.connected.load(Ordering::SeqCst) {
-            let _ = self.client.try_publish(&self.topics.health, QoS::AtMostOnce, false, payload);
-        }
+        submit(&self.client, &self.gate, None, &self.topics.health, QoS::AtMostOnce, false, payload, None);
     }
 
     /// Publishes a retained status (QoS 1) without waiting; false if it could not be queued.
     pub fn publish_status(&self, payload: Vec<u8>) -> bool {
-        let queued = self.client.try_publish(&self.topics.status, QoS::AtLeastOnce, true, payload).is_ok();
+        let queued = submit(&self.client, &self.gate, None, &self.topics.status, QoS::AtLeastOnce, true, payload, None);
         if queued {
             self.counters.submitted.fetch_add(1, Ordering::SeqCst);
         }
@@ -212,9 +287,12 @@ impl Mqtt {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut el: EventLoop,
     client: AsyncClient,
+    gate: Arc<Mutex<Gate>>,
+    notes: mpsc::UnboundedSender<LinkNote>,
     status_topic: String,
     online: impl Fn() -> Vec<u8>,
     c: Arc<LinkCounters>,
@@ -228,28 +306,57 @@ async fn drive(
                 c.failures.store(0, Ordering::Relaxed);
                 let n = c.connects.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(broker = %url, reconnect = n > 0, "connected to the MQTT broker");
-                c.submitted.fetch_add(1, Ordering::SeqCst);
-                if client.try_publish(&status_topic, QoS::AtLeastOnce, true, online()).is_err() {
-                    c.submitted.fetch_sub(1, Ordering::SeqCst);
+                {
+                    let mut g = gate.lock().unwrap();
+                    g.live = true;
+                    g.session += 1;
+                }
+                if submit(&client, &gate, None, &status_topic, QoS::AtLeastOnce, true, online(), None) {
+                    c.submitted.fetch_add(1, Ordering::SeqCst);
                 }
                 c.connected.store(true, Ordering::SeqCst);
                 c.link_up.notify_waiters();
             }
-            Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut g = gate.lock().unwrap();
+                match g.fifo.pop_front() {
+                    Some(Some(row)) if pkid != 0 => {
+                        g.inflight.insert(pkid, row);
+                    }
+                    Some(_) => {}
+                    None => tracing::error!(pkid, "a publish went out that the gate did not hand over"),
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
                 c.acked.fetch_add(1, Ordering::SeqCst);
+                if let Some(row) = gate.lock().unwrap().inflight.remove(&ack.pkid) {
+                    let _ = notes.send(LinkNote::Acked(row));
+                }
             }
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => {
+                gate.lock().unwrap().live = false;
                 c.connected.store(false, Ordering::SeqCst);
                 return;
             }
             Ok(_) => {}
             Err(e) => {
+                // Close the gate first, then discard everything rumqttc still holds of this
+                // session (delivery.md, M4): what was not acknowledged is sent again from the
+                // outbox in the next session.
+                {
+                    let mut g = gate.lock().unwrap();
+                    g.live = false;
+                    g.fifo.clear();
+                    g.inflight.clear();
+                }
+                el.clean();
+                el.pending.clear();
+                el.state.events.clear();
                 let failures = c.failures.fetch_add(1, Ordering::Relaxed);
                 if c.connected.swap(false, Ordering::SeqCst) {
-                    // rumqttc forgets unacknowledged publishes on a new session: count them as
-                    // settled so that the shutdown flush does not wait for them.
+                    // unacknowledged publishes are settled: the outbox sends its rows again
                     c.acked.store(c.submitted.load(Ordering::SeqCst), Ordering::SeqCst);
-                    tracing::warn!(broker = %url, error = %e, "lost the MQTT broker; new events wait in the backlog until it returns");
+                    tracing::warn!(broker = %url, error = %e, "lost the MQTT broker; events wait in the outbox until it returns");
                 } else if failures == 0 || (failures + 1).is_power_of_two() {
                     // said at once, then ever more rarely while it lasts
                     tracing::warn!(broker = %url, error = %e, attempts = failures + 1, "cannot reach the MQTT broker; retrying");

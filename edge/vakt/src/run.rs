@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use vakt_core::clock::SystemClock;
@@ -31,6 +30,9 @@ struct AnalysisStats {
     detector_failures: AtomicU64,
     /// Capture messages handled (frames and signal changes): the watchdog's analysis progress.
     handled: AtomicU64,
+    /// Events that could not be committed to the outbox (lost; a gap in `seq`).
+    events_unstored: AtomicU64,
+    /// Events the outbox's bounds dropped (reported in `events_dropped` messages).
     events_dropped: AtomicU64,
 }
 
@@ -269,9 +271,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let capture_counters = capture.counters();
 
-    // Analysis on its own thread; it never waits on the broker: events go through a bounded
-    // channel with try_send (drops counted) to a publisher that never blocks either.
-    let (tx, rx) = mpsc::channel::<Event>(10_000);
+    // Analysis on its own thread; it never waits on the broker. Each batch of events is committed
+    // to the durable outbox (O1) and the sender woken; the sender never blocks analysis either.
+    let outbox = open_outbox(&cfg)?;
+    let drops_pending = !outbox.pending_drops()?.is_empty();
+    let outbox = Arc::new(std::sync::Mutex::new(outbox));
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let stats = Arc::new(AnalysisStats::default());
     let origin =
@@ -283,6 +288,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         analyzer.prepare_for_redaction(&cfg)?;
     }
     let analysis_recorder = recorder.take();
+    let mut committer = Committer { ob: outbox.clone(), connected: mqtt.clone(), drops_pending, last_report: None };
+    let wake = outbox_wake.clone();
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
@@ -301,18 +308,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // without a switch (or once its thread ends) this arm of the select must never fire
     let mut housing_rx = if housing_thread.is_some() { housing_rx } else { crossbeam_channel::never() };
     let analysis = std::thread::Builder::new().name("analysis".into()).spawn(move || {
-        let send = |e: Event| {
-            if print_events {
-                use std::io::Write;
-                // a closed pipe (e.g. `| head`) must not take the box down
-                let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&e).unwrap_or_default());
-            }
-            tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(e) {
-                let n = st.events_dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() || n == 0 {
-                    tracing::error!(dropped = n + 1, "event queue full: events are being dropped");
+        let mut deliver = |analyzer: &mut Analyzer, events: Vec<Event>| {
+            for e in &events {
+                if print_events {
+                    use std::io::Write;
+                    // a closed pipe (e.g. `| head`) must not take the box down
+                    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(e).unwrap_or_default());
                 }
+                tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
+            }
+            committer.commit(analyzer, &events, &st);
+            if !events.is_empty() {
+                wake.notify_one();
             }
         };
         let outcome: anyhow::Result<()> = (|| {
@@ -323,7 +330,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                         match h {
                             Ok(open) => {
                                 tracing::warn!(open, "housing switch");
-                                analyzer.housing(open)?.into_iter().for_each(send);
+                                let events = analyzer.housing(open)?;
+                                deliver(&mut analyzer, events);
                                 let _ = alarms_tx.send(analyzer.alarms());
                             }
                             Err(_) => housing_rx = crossbeam_channel::never(),
@@ -381,22 +389,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     }
                     CaptureMsg::Failed(e) => anyhow::bail!("capture failed: {e}"),
                 };
-                events.into_iter().for_each(send);
+                deliver(&mut analyzer, events);
                 let alarms = analyzer.alarms();
                 if *alarms_tx.borrow() != alarms {
                     let _ = alarms_tx.send(alarms);
                 }
             }
             // Ingest stopped: end every open event (L5); the recorder closes its segment.
-            analyzer.finish()?.into_iter().for_each(send);
+            let events = analyzer.finish()?;
+            deliver(&mut analyzer, events);
             drop(analysis_recorder);
             Ok(())
         })();
         let _ = done_tx.send(outcome);
     })?;
+    let publisher_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
-        let mqtt = mqtt.clone();
-        tokio::spawn(async move { mqtt.publish_events(rx).await })
+        let (mqtt, outbox, wake, stop) = (mqtt.clone(), outbox.clone(), outbox_wake.clone(), publisher_stop.clone());
+        tokio::spawn(async move { mqtt.send_outbox(outbox, wake, stop).await })
     };
 
     let started = Instant::now();
@@ -458,8 +468,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     "detector_runs": cfg.detect.enabled.then(|| stats.detector_runs.load(Ordering::Relaxed)),
                     "detector_failures": cfg.detect.enabled.then(|| stats.detector_failures.load(Ordering::Relaxed)),
                     "reconnects": capture_counters.reconnects.load(Ordering::Relaxed),
-                    "events_backlog": mqtt.counters.backlog.load(Ordering::Relaxed),
-                    "events_dropped": stats.events_dropped.load(Ordering::Relaxed) + mqtt.counters.dropped.load(Ordering::Relaxed),
+                    "outbox_depth": mqtt.counters.backlog.load(Ordering::Relaxed),
+                    "oldest_unsent_s": mqtt.counters.oldest_unsent_ms.load(Ordering::Relaxed) / 1000,
+                    "events_dropped": stats.events_dropped.load(Ordering::Relaxed),
+                    "events_unstored": stats.events_unstored.load(Ordering::Relaxed),
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
                     "recording": rec_state.as_ref().map(|(state, c)| json!({
                         "state": state.lock().unwrap().as_str(),
@@ -507,7 +519,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
         };
     }
-    // The analysis thread has ended and dropped its sender: the publisher drains and returns.
+    // The analysis thread has ended: the sender drains the outbox and returns.
+    publisher_stop.store(true, Ordering::SeqCst);
+    outbox_wake.notify_one();
     let mut publisher = publisher;
     if tokio::time::timeout(Duration::from_secs(5), &mut publisher).await.is_err() {
         publisher.abort();
@@ -515,7 +529,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         tracing::warn!(
             unsent = mqtt.counters.backlog.load(Ordering::Relaxed),
             broker_connected = mqtt.counters.connected.load(Ordering::Relaxed),
-            "the backlog could not be sent within 5 s: these events are lost at shutdown"
+            "the outbox could not be sent within 5 s: these events stay on disk and are sent at the next start"
         );
     }
     let left = mqtt.flush(Duration::from_secs(5)).await;
@@ -534,6 +548,81 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     outcome.unwrap_or(Ok(()))
+}
+
+/// Opens the outbox (state_dir); says what an earlier run left unsent, and applies the age bound.
+fn open_outbox(cfg: &Config) -> anyhow::Result<crate::outbox::Outbox> {
+    let mut ob = crate::outbox::Outbox::open(&cfg.box_.state_dir, cfg.mqtt.outbox_max_bytes, cfg.mqtt.outbox_max_age)?;
+    let dropped = ob.enforce(crate::record::now_ms())?;
+    if dropped > 0 {
+        tracing::error!(count = dropped, "the outbox dropped events older than mqtt.outbox_max_age unsent");
+    }
+    let d = ob.depth()?;
+    if d.messages > 0 {
+        tracing::info!(
+            messages = d.messages,
+            bytes = d.bytes,
+            "the outbox holds events not yet acknowledged by the broker: they are sent first"
+        );
+    }
+    Ok(ob)
+}
+
+/// How often at most an `events_dropped` report is made while drops go on.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The analysis thread's side of the outbox: commits each batch of events in one transaction
+/// (O1: durable before it counts), and reports what the bounds dropped (O5) once the broker is
+/// reachable, at most every `DROP_REPORT_EVERY`.
+struct Committer {
+    ob: Arc<std::sync::Mutex<crate::outbox::Outbox>>,
+    connected: Arc<Mqtt>,
+    drops_pending: bool,
+    last_report: Option<Instant>,
+}
+
+impl Committer {
+    fn commit(&mut self, analyzer: &mut Analyzer, events: &[Event], st: &AnalysisStats) {
+        use crate::outbox::Class;
+        if !events.is_empty() {
+            let class = |e: &Event| if e.kind.is_alarm() { Class::Alarm } else { Class::Ordinary };
+            let batch: Vec<(u64, Class, Vec<u8>)> =
+                events.iter().map(|e| (e.seq, class(e), serde_json::to_vec(e).expect("serialisable"))).collect();
+            match self.ob.lock().unwrap().append(&batch, crate::record::now_ms()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.drops_pending = true;
+                    let total = st.events_dropped.fetch_add(n, Ordering::Relaxed) + n;
+                    if total == n || total.is_power_of_two() {
+                        tracing::error!(dropped = n, total, "the outbox is full: the oldest events are dropped unsent");
+                    }
+                }
+                Err(e) => {
+                    let n = batch.len() as u64;
+                    let total = st.events_unstored.fetch_add(n, Ordering::Relaxed) + n;
+                    tracing::error!(lost = n, total, "cannot commit events to the outbox: {e}");
+                }
+            }
+        }
+        let due = self.last_report.is_none_or(|t| t.elapsed() >= DROP_REPORT_EVERY);
+        if self.drops_pending && due && self.connected.counters.connected.load(Ordering::Relaxed) {
+            self.last_report = Some(Instant::now());
+            let mut ob = self.ob.lock().unwrap();
+            let reports: anyhow::Result<Vec<(u64, Vec<u8>)>> = (|| {
+                let mut out = Vec::new();
+                for d in ob.pending_drops()? {
+                    tracing::warn!(count = d.count, reason = d.reason, ranges = ?d.ranges, "reporting events dropped unsent (events_dropped)");
+                    let e = analyzer.events_dropped(&d)?;
+                    out.push((e.seq, serde_json::to_vec(&e)?));
+                }
+                Ok(out)
+            })();
+            match reports.and_then(|r| Ok(ob.append_reports(&r, crate::record::now_ms())?)) {
+                Ok(()) => self.drops_pending = false,
+                Err(e) => tracing::error!("cannot report the dropped events: {e:#}"),
+            }
+        }
+    }
 }
 
 /// First SIGINT/SIGTERM: orderly shutdown. Second: exit at once.

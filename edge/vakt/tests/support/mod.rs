@@ -371,3 +371,77 @@ pub fn schema() -> jsonschema::Validator {
     let text = std::fs::read_to_string(repo_root().join("edge/docs/ref/event.schema.json")).unwrap();
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the committed schema compiles")
 }
+
+/// A TCP relay between the box and the broker that a test can cut and restore: a network
+/// outage as the box sees it (connections reset, new ones refused), while subscribers stay
+/// connected to the broker directly.
+pub struct Relay {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped at every cut: relaying threads of an older generation stop.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    pub fn start(to: u16) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (u, g) = (up.clone(), generation.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !u.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+                let gen_now = g.load(Ordering::SeqCst);
+                for (mut a, mut b) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                    let g = g.clone();
+                    a.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16384];
+                        while g.load(Ordering::SeqCst) == gen_now {
+                            match a.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if b.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up, generation }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Resets every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
