@@ -41,7 +41,10 @@ stage test       cargo test --release --workspace --locked
 stage clippy     cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # the short versions of the benchmarks: analytics scored on the held-out clip, and the self-test
 # of the evaluation tools (the full runs: benches/run-*.sh, results in benches/RESULTS.md)
-benches() { bash benches/run-analytics.sh --quick && "$(bash benches/eval/setup.sh | tail -1)" benches/eval/test_eval.py; }
+benches() {
+  bash benches/run-analytics.sh --quick && "$(bash benches/eval/setup.sh | tail -1)" benches/eval/test_eval.py
+  SECS=10 OUTAGE=5 OUT=/tmp/vakt-delivery-ci bash benches/run-delivery.sh | tail -4
+}
 stage benches    benches
 stage arm64-setup bash deploy/cross/setup-arm64.sh
 # unit tests of every crate, plus the integration tests that need no second process (GStreamer

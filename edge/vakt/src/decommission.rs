@@ -1,5 +1,6 @@
 //! `vakt decommission --output DIR`: the controlled shutdown Trelleborg lacked. With the box
-//! stopped it exports every held range (redacted, signed) and the whole audit log into DIR, then
+//! stopped it exports every held range (redacted, signed), the events the broker never
+//! acknowledged (from the durable outbox) and the whole audit log into DIR, then
 //! crypto-erases the recording store (segments, epoch keys, journals, index) and says, in a
 //! signed report, what it destroyed and what it could not. If any export fails, nothing is
 //! destroyed. Afterwards `state_dir/decommissioned` lets package purge remove the state.
@@ -16,6 +17,8 @@ use crate::export::{ExportArgs, ms_to_rfc3339};
 use crate::record::now_ms;
 
 pub const REPORT: &str = "decommission.json";
+/// The events the broker had not acknowledged, one JSON message per line.
+pub const UNSENT: &str = "unsent-events.jsonl";
 
 pub fn marker(cfg: &Config) -> PathBuf {
     cfg.box_.state_dir.join("decommissioned")
@@ -78,18 +81,43 @@ pub fn decommission(cfg: &Config, output: &Path, requester: &str) -> anyhow::Res
         }
     }
 
-    // 2. destroy the store
+    // 2. events the broker never acknowledged, from the durable outbox, exported as they would
+    //    have been sent (one message per line)
     let _lock = crate::run::lock_state_dir(&cfg.box_.state_dir)?;
+    let outbox_file = cfg.box_.state_dir.join(crate::outbox::Outbox::FILE);
+    let unsent = if outbox_file.exists() {
+        let ob =
+            crate::outbox::Outbox::open(&cfg.box_.state_dir, u64::MAX / 2, std::time::Duration::from_secs(1 << 40))?;
+        let rows = ob.all()?;
+        let mut text = Vec::new();
+        for r in &rows {
+            text.extend_from_slice(&r.payload);
+            text.push(b'\n');
+        }
+        vakt_core::counters::write_durable(&output.join(UNSENT), &text)?;
+        drop(ob);
+        for suffix in ["", "-wal", "-shm"] {
+            let p = cfg.box_.state_dir.join(format!("{}{suffix}", crate::outbox::Outbox::FILE));
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+        json!({"file": UNSENT, "count": rows.len(), "sha256": hex::encode(Sha256::digest(&text))})
+    } else {
+        json!({"file": null, "count": 0})
+    };
+
+    // 3. destroy the store
     let (store, _) = crate::record::open_store(cfg, "cli")?;
     let protection = store.key_protection();
     let destroyed = store.destroy_all().context("crypto-erasing the recording store failed")?;
     crate::open_audit(cfg)?.append(
         "cli",
         "decommission.completed",
-        json!({"requester": requester, "destroyed": destroyed, "holds_exported": exported.len()}),
+        json!({"requester": requester, "destroyed": destroyed, "holds_exported": exported.len(), "unsent_events": unsent["count"]}),
     )?;
 
-    // 3. the audit log, whole, after the last entry
+    // 4. the audit log, whole, after the last entry
     let audit = crate::audit_path(cfg);
     let audit_copy = output.join("audit.log");
     std::fs::copy(&audit, &audit_copy)
@@ -118,7 +146,7 @@ pub fn decommission(cfg: &Config, output: &Path, requester: &str) -> anyhow::Res
             "the box's identity (state_dir/identity): revoke its certificate at the broker's CA, then remove it with the state directory",
             "the audit log on the box (a copy is in this directory)",
         ],
-        "events": "events not yet delivered are held only in memory by this version and end with the process",
+        "unsent_events": unsent,
     });
     let text = serde_json::to_vec_pretty(&report)?;
     vakt_core::counters::write_durable(&output.join(REPORT), &text)?;

@@ -209,6 +209,18 @@ enum Command {
     Storage,
     /// Take the box out of service: export every hold and the audit log into DIR (signed), then
     /// crypto-erase the recording store. The box must be stopped.
+    /// Benchmark of the durable outbox on this disk (benches/run-delivery.sh): commits COUNT
+    /// events of 600 bytes in batches of BATCH, each batch one fsynced transaction, then drains
+    /// them as the sender does. Prints one JSON line.
+    #[command(hide = true)]
+    BenchOutbox {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
     Decommission {
         /// New directory (on removable media) for the exports, the audit log and the signed report.
         #[arg(long)]
@@ -519,6 +531,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
+        Command::BenchOutbox { dir, count, batch } => {
+            let r = outbox::bench(&dir, count, batch.max(1))?;
+            println!("{r}");
+            Ok(())
+        }
         Command::Decommission { output, requester, models_dir } => {
             let mut cfg = load_config(&cli.config)?;
             if let Some(dir) = models_dir {
@@ -534,7 +551,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for p in d["provider"].as_array().into_iter().flatten() {
                 println!("  {}", p.as_str().unwrap_or(""));
             }
-            println!("  exported: {} holds, the audit log", r["holds_exported"].as_array().map(Vec::len).unwrap_or(0));
+            println!(
+                "  exported: {} holds, {} unsent events, the audit log",
+                r["holds_exported"].as_array().map(Vec::len).unwrap_or(0),
+                r["unsent_events"]["count"]
+            );
             Ok(())
         }
         Command::Audit { command: AuditCommand::Verify } => {

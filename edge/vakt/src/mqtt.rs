@@ -170,7 +170,7 @@ impl Mqtt {
 
     /// Sends the outbox (QoS 1, commit order) for as long as the box runs: every row not yet
     /// acknowledged is handed to rumqttc once per session; a PUBACK deletes its row. Returns when
-    /// `stop` is set and the outbox is empty, or at once after `stop` when `drain` is false.
+    /// `stop` is set and the outbox is empty (the caller bounds the wait).
     pub async fn send_outbox(
         &self,
         outbox: Arc<Mutex<crate::outbox::Outbox>>,

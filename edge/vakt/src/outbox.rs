@@ -37,6 +37,19 @@ pub struct Dropped {
     pub reason: &'static str,
 }
 
+/// How many messages one application of the bounds dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Drops {
+    pub full: u64,
+    pub old: u64,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.full + self.old
+    }
+}
+
 /// Depth for health and shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Depth {
@@ -95,8 +108,8 @@ impl Outbox {
     }
 
     /// Commits `msgs` (seq, class, payload) in one transaction (durable when this returns), then
-    /// applies the bounds. Returns how many messages the bounds dropped.
-    pub fn append(&mut self, msgs: &[(u64, Class, Vec<u8>)], now_ms: i64) -> Result<u64, OutboxError> {
+    /// applies the bounds. Returns what the bounds dropped.
+    pub fn append(&mut self, msgs: &[(u64, Class, Vec<u8>)], now_ms: i64) -> Result<Drops, OutboxError> {
         if !msgs.is_empty() {
             self.insert(msgs, now_ms, false)?;
         }
@@ -133,8 +146,8 @@ impl Outbox {
     }
 
     /// Drops messages older than the age bound, then the lowest class, oldest first, until the
-    /// payload bytes of events fit; records what it dropped. Returns how many it dropped.
-    pub fn enforce(&mut self, now_ms: i64) -> Result<u64, OutboxError> {
+    /// payload bytes of events fit; records what it dropped. Returns what it dropped.
+    pub fn enforce(&mut self, now_ms: i64) -> Result<Drops, OutboxError> {
         let report = Class::Report as i64;
         let mut victims: Vec<(i64, i64, &'static str)> = Vec::new();
         {
@@ -176,7 +189,7 @@ impl Outbox {
             }
         }
         if victims.is_empty() {
-            return Ok(0);
+            return Ok(Drops::default());
         }
         let path = self.path.display().to_string();
         let e = |what: &'static str| {
@@ -194,7 +207,8 @@ impl Outbox {
             }
         }
         tx.commit().map_err(e("cannot commit"))?;
-        Ok(victims.len() as u64)
+        let old = victims.iter().filter(|v| v.2 == "too_old").count() as u64;
+        Ok(Drops { full: victims.len() as u64 - old, old })
     }
 
     /// The drops recorded and not yet reported, one entry per reason.
@@ -249,6 +263,11 @@ impl Outbox {
         .map_err(self.err("select"))
     }
 
+    /// Every queued message, in commit order (decommission exports them).
+    pub fn all(&self) -> Result<Vec<Row>, OutboxError> {
+        self.after(0, i64::MAX as usize)
+    }
+
     pub fn depth(&self) -> Result<Depth, OutboxError> {
         let (messages, bytes): (i64, i64) = self
             .db
@@ -264,6 +283,40 @@ impl Outbox {
             .flatten();
         Ok(Depth { messages: messages as u64, bytes: bytes as u64, oldest_ms })
     }
+}
+
+/// `vakt bench-outbox`: commit throughput with fsync, and drain throughput (read + delete after
+/// PUBACK, 256 rows per transaction as the sender's wake-ups batch them at most).
+pub fn bench(dir: &Path, count: u64, batch: usize) -> anyhow::Result<serde_json::Value> {
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(dir.join(Outbox::FILE));
+    let mut ob = Outbox::open(dir, u64::MAX / 2, std::time::Duration::from_secs(30 * 24 * 3600))?;
+    let payload = vec![b'x'; 600];
+    let t = std::time::Instant::now();
+    let mut seq = 1u64;
+    while seq <= count {
+        let n = (batch as u64).min(count - seq + 1);
+        let rows: Vec<_> = (seq..seq + n).map(|s| (s, Class::Ordinary, payload.clone())).collect();
+        ob.append(&rows, 0)?;
+        seq += n;
+    }
+    let commit_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    loop {
+        let rows = ob.after(0, 256)?;
+        if rows.is_empty() {
+            break;
+        }
+        ob.remove(rows.iter().map(|r| r.id))?;
+    }
+    let drain_s = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "count": count,
+        "batch": batch,
+        "commit_events_per_s": (count as f64 / commit_s).round(),
+        "commit_ms_per_transaction": (commit_s * 1000.0 / (count as f64 / batch as f64)) ,
+        "drain_events_per_s": (count as f64 / drain_s).round(),
+    }))
 }
 
 /// Sorted, distinct values as inclusive ranges: [1, 2, 3, 7] → [(1, 3), (7, 7)].
@@ -300,14 +353,14 @@ mod tests {
         for s in 7..=10 {
             msgs.push((s, Class::Alarm, p.clone()));
         }
-        assert_eq!(o.append(&msgs, 0).unwrap(), 0, "1000 bytes fit exactly");
-        assert_eq!(o.append(&[(11, Class::Alarm, vec![0u8; 250])], 1).unwrap(), 3);
+        assert_eq!(o.append(&msgs, 0).unwrap().total(), 0, "1000 bytes fit exactly");
+        assert_eq!(o.append(&[(11, Class::Alarm, vec![0u8; 250])], 1).unwrap(), Drops { full: 3, old: 0 });
         assert_eq!(o.pending_drops().unwrap(), vec![Dropped { ranges: vec![(1, 3)], count: 3, reason: "outbox_full" }]);
         // a report is not counted against the bound and clears what it reports
         o.append_reports(&[(12, vec![0u8; 900])], 2).unwrap();
         assert!(o.pending_drops().unwrap().is_empty());
         assert_eq!(
-            o.append(&[(13, Class::Ordinary, vec![0u8; 700])], 3).unwrap(),
+            o.append(&[(13, Class::Ordinary, vec![0u8; 700])], 3).unwrap().full,
             4,
             "every ordinary one, alarms stay"
         );
@@ -325,7 +378,7 @@ mod tests {
         drop(o);
         let mut o = Outbox::open(d.path(), 1 << 20, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(o.depth().unwrap().messages, 3);
-        assert_eq!(o.enforce(61_000).unwrap(), 2);
+        assert_eq!(o.enforce(61_000).unwrap(), Drops { full: 0, old: 2 });
         drop(o);
         let mut o = Outbox::open(d.path(), 1 << 20, std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(

@@ -273,12 +273,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     // Analysis on its own thread; it never waits on the broker. Each batch of events is committed
     // to the durable outbox (O1) and the sender woken; the sender never blocks analysis either.
-    let outbox = open_outbox(&cfg)?;
+    let (outbox, dropped_at_start) = open_outbox(&cfg)?;
     let drops_pending = !outbox.pending_drops()?.is_empty();
     let outbox = Arc::new(std::sync::Mutex::new(outbox));
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let stats = Arc::new(AnalysisStats::default());
+    stats.events_dropped.store(dropped_at_start, Ordering::Relaxed);
     let origin =
         Origin { box_id: cfg.box_.id.clone(), site: cfg.box_.site.clone(), camera: cfg.source.camera.clone(), boot };
     let mut analyzer = Analyzer::new(&cfg, EventFactory::new(origin, seq, Box::new(SystemClock)), tamper, objects)?;
@@ -288,7 +289,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         analyzer.prepare_for_redaction(&cfg)?;
     }
     let analysis_recorder = recorder.take();
-    let mut committer = Committer { ob: outbox.clone(), connected: mqtt.clone(), drops_pending, last_report: None };
+    let mut committer = Committer {
+        ob: outbox.clone(),
+        connected: mqtt.clone(),
+        drops_pending,
+        last_report: None,
+        last_age_check: Instant::now(),
+    };
     let wake = outbox_wake.clone();
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
@@ -551,9 +558,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Opens the outbox (state_dir); says what an earlier run left unsent, and applies the age bound.
-fn open_outbox(cfg: &Config) -> anyhow::Result<crate::outbox::Outbox> {
+fn open_outbox(cfg: &Config) -> anyhow::Result<(crate::outbox::Outbox, u64)> {
     let mut ob = crate::outbox::Outbox::open(&cfg.box_.state_dir, cfg.mqtt.outbox_max_bytes, cfg.mqtt.outbox_max_age)?;
-    let dropped = ob.enforce(crate::record::now_ms())?;
+    let dropped = ob.enforce(crate::record::now_ms())?.total();
     if dropped > 0 {
         tracing::error!(count = dropped, "the outbox dropped events older than mqtt.outbox_max_age unsent");
     }
@@ -565,11 +572,13 @@ fn open_outbox(cfg: &Config) -> anyhow::Result<crate::outbox::Outbox> {
             "the outbox holds events not yet acknowledged by the broker: they are sent first"
         );
     }
-    Ok(ob)
+    Ok((ob, dropped))
 }
 
 /// How often at most an `events_dropped` report is made while drops go on.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the age bound is applied when no events come (O4).
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The analysis thread's side of the outbox: commits each batch of events in one transaction
 /// (O1: durable before it counts), and reports what the bounds dropped (O5) once the broker is
@@ -579,22 +588,32 @@ struct Committer {
     connected: Arc<Mqtt>,
     drops_pending: bool,
     last_report: Option<Instant>,
+    last_age_check: Instant,
 }
 
 impl Committer {
     fn commit(&mut self, analyzer: &mut Analyzer, events: &[Event], st: &AnalysisStats) {
         use crate::outbox::Class;
-        if !events.is_empty() {
+        let age_due = self.last_age_check.elapsed() >= AGE_CHECK_EVERY;
+        if !events.is_empty() || age_due {
+            self.last_age_check = Instant::now();
             let class = |e: &Event| if e.kind.is_alarm() { Class::Alarm } else { Class::Ordinary };
             let batch: Vec<(u64, Class, Vec<u8>)> =
                 events.iter().map(|e| (e.seq, class(e), serde_json::to_vec(e).expect("serialisable"))).collect();
             match self.ob.lock().unwrap().append(&batch, crate::record::now_ms()) {
-                Ok(0) => {}
-                Ok(n) => {
+                Ok(d) if d.total() == 0 => {}
+                Ok(d) => {
                     self.drops_pending = true;
+                    let n = d.total();
                     let total = st.events_dropped.fetch_add(n, Ordering::Relaxed) + n;
-                    if total == n || total.is_power_of_two() {
-                        tracing::error!(dropped = n, total, "the outbox is full: the oldest events are dropped unsent");
+                    // said at the first drop, then whenever the total passes a power of two
+                    if total == n || (total - n).ilog2() != total.ilog2() {
+                        tracing::error!(
+                            full = d.full,
+                            too_old = d.old,
+                            total,
+                            "the outbox dropped events unsent (full, or older than mqtt.outbox_max_age)"
+                        );
                     }
                 }
                 Err(e) => {
@@ -617,9 +636,17 @@ impl Committer {
                 }
                 Ok(out)
             })();
-            match reports.and_then(|r| Ok(ob.append_reports(&r, crate::record::now_ms())?)) {
-                Ok(()) => self.drops_pending = false,
-                Err(e) => tracing::error!("cannot report the dropped events: {e:#}"),
+            match reports {
+                Ok(r) => match ob.append_reports(&r, crate::record::now_ms()) {
+                    Ok(()) => self.drops_pending = false,
+                    Err(e) => {
+                        // the reports' seq values are gaps now; the drops stay recorded and are
+                        // reported again at the next attempt
+                        st.events_unstored.fetch_add(r.len() as u64, Ordering::Relaxed);
+                        tracing::error!("cannot commit the events_dropped report: {e}");
+                    }
+                },
+                Err(e) => tracing::error!("cannot make the events_dropped report: {e:#}"),
             }
         }
     }

@@ -172,7 +172,7 @@ fn an_overflowing_outbox_stays_bounded_and_reports_the_exact_ranges_it_dropped()
     let mut b = BoxProcess::start(&cfg.path);
     // about 16 messages of ~600 bytes a second: 64 KiB overflows within ~10 s
     let until = Instant::now() + Duration::from_secs(60);
-    while !b.log().contains("the outbox is full") {
+    while !b.log().contains("the outbox dropped events unsent") {
         assert!(Instant::now() < until, "no overflow\n{}", b.log());
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -215,4 +215,38 @@ fn an_overflowing_outbox_stays_bounded_and_reports_the_exact_ranges_it_dropped()
     assert!(queued.len() < 65536 / 300, "{} messages queued", queued.len());
     // alarms outlive ordinary events: no alarm kind was dropped while ordinary ones were queued
     eprintln!("{} dropped in {} reports; outbox file {bytes} bytes at the peak", dropped.len(), reports.len());
+}
+
+#[test]
+fn decommission_exports_the_events_the_broker_never_acknowledged() {
+    let broker = Mosquitto::start();
+    let relay = Relay::start(broker.port);
+    relay.cut();
+    let cfg = busy_config(&relay.url(), "");
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(vakt().arg("--config").arg(&cfg.path).arg("provision").output().unwrap());
+    let mut b = BoxProcess::start(&cfg.path);
+    std::thread::sleep(Duration::from_secs(4));
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+    assert!(b.log().contains("these events stay on disk"), "{}", b.log());
+    let queued = outbox_seqs(&cfg.state_dir());
+    assert!(queued.len() > 20, "{} queued", queued.len());
+
+    let dir = cfg.dir.path().join("dec");
+    let text = ok(vakt().arg("--config").arg(&cfg.path).args(["decommission", "--output"]).arg(&dir).output().unwrap());
+    assert!(text.contains(&format!("{} unsent events", queued.len())), "{text}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("unsent-events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), queued);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("decommission.json")).unwrap()).unwrap();
+    assert_eq!(report["unsent_events"]["count"].as_u64().unwrap() as usize, queued.len());
+    assert!(!cfg.state_dir().join("outbox.sqlite3").exists(), "the outbox outlived the decommission");
 }
