@@ -1303,7 +1303,8 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
-fn parse_mqtt_url(url: &str) -> Result<(MqttScheme, String, u16), String> {
+/// `mqtt://host[:port]` or `mqtts://host[:port]`: scheme, host and port.
+pub fn parse_mqtt_url(url: &str) -> Result<(MqttScheme, String, u16), String> {
     let expected = "mqtts://host:port or mqtt://host:port";
     let (scheme, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
         (MqttScheme::Tls, r)

@@ -172,6 +172,11 @@ pub struct Event {
     /// Stream position where the condition began, seconds.
     pub onset_media_time_s: f64,
     pub attrs: serde_json::Map<String, serde_json::Value>,
+    /// Ed25519 signature by the box's key, hex, over the RFC 8785 canonical JSON of the message
+    /// without `sig` (edge/docs/design/delivery.md, "Signed events"). Absent on a box without an
+    /// identity and in offline analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T17:13:30.123Z`.

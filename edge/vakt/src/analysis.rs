@@ -119,6 +119,7 @@ impl EventFactory {
             media_time_s: round(tr.at, 3),
             onset_media_time_s: round(tr.onset, 3),
             attrs,
+            sig: None,
         })
     }
 }

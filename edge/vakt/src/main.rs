@@ -19,6 +19,8 @@ mod redact;
 mod redaction;
 mod run;
 mod scene;
+mod signing;
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -140,6 +142,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Consume the events topic as the police's integration would.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// The append-only audit log.
     Audit {
         #[command(subcommand)]
@@ -233,6 +240,33 @@ enum Command {
         /// from a copy prerm kept.
         #[arg(long, value_name = "DIR")]
         models_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Subscribe to events, verify each signature against trusted box keys, de-duplicate by
+    /// (box, seq) and report gaps: the reference consumer. Verified messages go to stdout.
+    Tail {
+        /// The broker: mqtts://host:port (or mqtt://host:port on a trusted network).
+        #[arg(long)]
+        url: String,
+        /// Topic filter.
+        #[arg(long, default_value = "vakt/+/+/events")]
+        topic: String,
+        /// A box's public key (its identity/signing.pub); repeat for several boxes.
+        #[arg(long, required = true, value_name = "KEYFILE")]
+        trust: Vec<PathBuf>,
+        /// PEM CA file for an mqtts:// broker (default: the system's CAs).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// A persistent session under this client id: the broker keeps messages for it while it
+        /// is away.
+        #[arg(long)]
+        client_id: Option<String>,
     },
 }
 
@@ -556,6 +590,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 r["holds_exported"].as_array().map(Vec::len).unwrap_or(0),
                 r["unsent_events"]["count"]
             );
+            Ok(())
+        }
+        Command::Events { command: EventsCommand::Tail { url, topic, trust, ca, duration, client_id } } => {
+            let duration = match duration {
+                None => None,
+                Some(d) => Some(
+                    humantime::parse_duration(&d)
+                        .map_err(|e| UsageError(format!("--for {d:?}: a duration such as \"30s\" ({e})")))?,
+                ),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let summary = rt.block_on(tail::tail(tail::TailArgs { url, topic, trust, ca, duration, client_id }))?;
+            eprintln!("{summary}");
             Ok(())
         }
         Command::Audit { command: AuditCommand::Verify } => {

@@ -295,6 +295,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         drops_pending,
         last_report: None,
         last_age_check: Instant::now(),
+        signer: match vakt_identity::Identity::load(&state_dir.join("identity")) {
+            Ok(id) => {
+                tracing::info!(key = id.key_id(), "events are signed with the box's key");
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!("events are NOT signed: the box has no identity ({e}); run `vakt provision`");
+                None
+            }
+        },
     };
     let wake = outbox_wake.clone();
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
@@ -589,6 +599,8 @@ struct Committer {
     drops_pending: bool,
     last_report: Option<Instant>,
     last_age_check: Instant,
+    /// Signs every message (None: the box has no identity; messages go unsigned).
+    signer: Option<vakt_identity::Identity>,
 }
 
 impl Committer {
@@ -599,7 +611,7 @@ impl Committer {
             self.last_age_check = Instant::now();
             let class = |e: &Event| if e.kind.is_alarm() { Class::Alarm } else { Class::Ordinary };
             let batch: Vec<(u64, Class, Vec<u8>)> =
-                events.iter().map(|e| (e.seq, class(e), serde_json::to_vec(e).expect("serialisable"))).collect();
+                events.iter().map(|e| (e.seq, class(e), crate::signing::payload(e, self.signer.as_ref()))).collect();
             match self.ob.lock().unwrap().append(&batch, crate::record::now_ms()) {
                 Ok(d) if d.total() == 0 => {}
                 Ok(d) => {
@@ -632,7 +644,7 @@ impl Committer {
                 for d in ob.pending_drops()? {
                     tracing::warn!(count = d.count, reason = d.reason, ranges = ?d.ranges, "reporting events dropped unsent (events_dropped)");
                     let e = analyzer.events_dropped(&d)?;
-                    out.push((e.seq, serde_json::to_vec(&e)?));
+                    out.push((e.seq, crate::signing::payload(&e, self.signer.as_ref())));
                 }
                 Ok(out)
             })();

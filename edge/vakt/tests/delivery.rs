@@ -250,3 +250,57 @@ fn decommission_exports_the_events_the_broker_never_acknowledged() {
     assert_eq!(report["unsent_events"]["count"].as_u64().unwrap() as usize, queued.len());
     assert!(!cfg.state_dir().join("outbox.sqlite3").exists(), "the outbox outlived the decommission");
 }
+
+/// The reference consumer: `vakt events tail` verifies signatures, drops duplicates, reports a
+/// gap and its late filling, and rejects forged and unsigned messages. The messages are real
+/// ones from a provisioned box, replayed in a crafted order with mosquitto_pub.
+#[test]
+fn events_tail_verifies_deduplicates_and_reports_gaps() {
+    let broker = Mosquitto::start();
+    let cfg = busy_config(&broker.url(), "");
+    let out = vakt().arg("--config").arg(&cfg.path).arg("provision").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sub = Subscriber::start(broker.port, "vakt/+/+/events");
+    let mut b = BoxProcess::start(&cfg.path);
+    let enough = |m: &Msg| m.topic.ends_with("/events") && m.json()["seq"].as_u64() >= Some(5);
+    assert!(sub.wait_for(enough, Duration::from_secs(20)), "{}", b.log());
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+    let mut p: Vec<String> = sub.all().iter().map(|m| m.payload.clone()).collect();
+    p.sort_by_key(|s| serde_json::from_str::<serde_json::Value>(s).unwrap()["seq"].as_u64());
+    assert!(p.iter().all(|s| s.contains("\"sig\":\"")), "unsigned events from a provisioned box");
+    let seq = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["seq"].as_u64().unwrap();
+    let forged = p[4].replace(&format!("\"seq\":{}", seq(&p[4])), &format!("\"seq\":{}", seq(&p[4]) + 100));
+    let mut unsigned: serde_json::Value = serde_json::from_str(&p[4]).unwrap();
+    unsigned.as_object_mut().unwrap().remove("sig");
+
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_vakt"))
+        .args(["events", "tail", "--url", &broker.url(), "--for", "6s", "--trust"])
+        .arg(cfg.state_dir().join("identity/signing.pub"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let order = [&p[0], &p[1], &p[3], &p[2], &p[1], &forged, &unsigned.to_string(), &p[4]];
+    for m in order {
+        let ok = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", "vakt/x/y/events", "-m", m])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let out = tail.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let printed: Vec<u64> = stdout.lines().map(seq).collect();
+    assert_eq!(printed, vec![seq(&p[0]), seq(&p[1]), seq(&p[3]), seq(&p[2]), seq(&p[4])], "{stderr}");
+    let s2 = seq(&p[2]);
+    assert!(stderr.contains(&format!("GAP box=box-test boot=1 seq {s2}..{s2} missing")), "{stderr}");
+    assert!(stderr.contains(&format!("FILLED box=box-test seq={s2}")), "{stderr}");
+    assert!(stderr.contains("bad signature") && stderr.contains(": unsigned"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["duplicates"], 1, "{summary}");
+    assert_eq!(summary["rejected"], 2, "{summary}");
+    assert_eq!(summary["gaps_open"], serde_json::json!({}), "{summary}");
+}
