@@ -201,6 +201,7 @@ struct RawMqtt {
     ca_file: Option<PathBuf>,
     outbox_max_bytes: Option<u64>,
     outbox_max_age: Option<String>,
+    unreachable_alarm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +314,8 @@ pub struct MqttConfig {
     pub outbox_max_bytes: u64,
     /// Messages older than this are dropped from the outbox (and reported in `events_dropped`).
     pub outbox_max_age: Duration,
+    /// The link down this long raises `broker_unreachable`.
+    pub unreachable_alarm: Duration,
 }
 
 /// The board this box runs on (`[hardware]`, `hardware/README.md`).
@@ -505,6 +508,8 @@ pub mod defaults {
     pub const OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
     /// A week of broker outage.
     pub const OUTBOX_MAX_AGE: &str = "7d";
+    /// The broker out of reach this long is an alarm.
+    pub const UNREACHABLE_ALARM: &str = "2m";
     pub const CAMERA: &str = "cam0";
     pub const RECONNECT_MAX: &str = "30s";
     pub const STALL_TIMEOUT: &str = "5s";
@@ -791,6 +796,13 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             defaults::OUTBOX_MAX_AGE,
             Duration::from_secs(60),
             Duration::from_secs(30 * 24 * 3600),
+        )?,
+        unreachable_alarm: duration(
+            rm.unreachable_alarm,
+            "mqtt.unreachable_alarm",
+            defaults::UNREACHABLE_ALARM,
+            Duration::from_secs(5),
+            Duration::from_secs(24 * 3600),
         )?,
     };
     if let Some(ca) = &mqtt.ca_file {

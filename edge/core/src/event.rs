@@ -51,6 +51,10 @@ pub enum EventKind {
     /// the `seq` ranges in `attrs.ranges` were dropped unsent, so a consumer can tell loss from a
     /// gap in transit (edge/docs/design/delivery.md). A single `instant` message.
     EventsDropped,
+    /// The box has not reached its MQTT broker for longer than `mqtt.unreachable_alarm`: the
+    /// alarm is committed to the outbox like any event, so the police see when and how long the
+    /// box was cut off once the link returns (edge/docs/design/delivery.md).
+    BrokerUnreachable,
 }
 
 impl EventKind {
@@ -70,6 +74,7 @@ impl EventKind {
         EventKind::DetectorStalled,
         EventKind::StorageFailed,
         EventKind::EventsDropped,
+        EventKind::BrokerUnreachable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +94,7 @@ impl EventKind {
             EventKind::DetectorStalled => "detector_stalled",
             EventKind::StorageFailed => "storage_failed",
             EventKind::EventsDropped => "events_dropped",
+            EventKind::BrokerUnreachable => "broker_unreachable",
         }
     }
 
@@ -112,6 +118,7 @@ impl EventKind {
             EventKind::DetectorStalled => "Monitoring/Vakt/DetectorStalled",
             EventKind::StorageFailed => "Device/HardwareFailure/StorageFailure",
             EventKind::EventsDropped => "Monitoring/Vakt/EventsDropped",
+            EventKind::BrokerUnreachable => "Monitoring/Vakt/BrokerUnreachable",
         }
     }
 
@@ -128,6 +135,7 @@ impl EventKind {
                 | EventKind::HousingOpened
                 | EventKind::DetectorStalled
                 | EventKind::StorageFailed
+                | EventKind::BrokerUnreachable
         )
     }
 }

@@ -159,6 +159,8 @@ pub struct Analyzer {
     housing: Switch,
     /// `storage_failed`, switched by the recorder.
     storage: Switch,
+    /// `broker_unreachable`, switched from the MQTT link's state.
+    broker: Switch,
     /// `events_dropped` messages so far (their serials).
     dropped_reports: u64,
 }
@@ -226,6 +228,7 @@ impl Analyzer {
             tamper,
             housing: Switch::default(),
             storage: Switch::default(),
+            broker: Switch::default(),
             dropped_reports: 0,
         })
     }
@@ -345,6 +348,17 @@ impl Analyzer {
         Ok(self.factory.build(EventKind::EventsDropped, None, None, &tr, attrs)?)
     }
 
+    /// `broker_unreachable` while the link has been down `down_for` (None: up, or not long
+    /// enough to count).
+    pub fn broker(&mut self, down_for: Option<std::time::Duration>) -> anyhow::Result<Vec<Event>> {
+        let Some(tr) = self.broker.set(down_for.is_some(), self.last_t) else { return Ok(Vec::new()) };
+        let mut attrs = serde_json::Map::new();
+        if let Some(d) = down_for {
+            attrs.insert("down_s".into(), d.as_secs().into());
+        }
+        Ok(vec![self.factory.build(EventKind::BrokerUnreachable, None, None, &tr, attrs)?])
+    }
+
     /// Alarm conditions open now: the status is `degraded` while any is.
     pub fn alarms(&self) -> Vec<&'static str> {
         let mut a: Vec<&'static str> =
@@ -360,6 +374,9 @@ impl Analyzer {
         }
         if self.storage.is_on() {
             a.push(EventKind::StorageFailed.as_str());
+        }
+        if self.broker.is_on() {
+            a.push(EventKind::BrokerUnreachable.as_str());
         }
         a
     }
@@ -444,6 +461,9 @@ impl Analyzer {
         }
         if self.storage.is_on() {
             events.extend(self.storage(None)?);
+        }
+        if self.broker.is_on() {
+            events.extend(self.broker(None)?);
         }
         if self.signal.is_some() {
             events.extend(self.signal_restored(t)?);

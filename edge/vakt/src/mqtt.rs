@@ -68,6 +68,8 @@ pub struct LinkCounters {
     pub backlog: AtomicU64,
     /// Age of the oldest of them, ms (0: none).
     pub oldest_unsent_ms: AtomicU64,
+    /// Since when (ms since the epoch) the link is down; 0 while it is up.
+    pub down_since_ms: AtomicU64,
     /// Woken on every (re)connection.
     pub link_up: Notify,
     /// Failed connection attempts since the last success.
@@ -153,6 +155,8 @@ impl Mqtt {
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let counters = Arc::new(LinkCounters::default());
+        // down from the start until the first connection
+        counters.down_since_ms.store(crate::record::now_ms().max(1) as u64, Ordering::SeqCst);
         let gate = Arc::new(Mutex::new(Gate::default()));
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(drive(
@@ -315,6 +319,7 @@ async fn drive(
                     c.submitted.fetch_add(1, Ordering::SeqCst);
                 }
                 c.connected.store(true, Ordering::SeqCst);
+                c.down_since_ms.store(0, Ordering::SeqCst);
                 c.link_up.notify_waiters();
             }
             Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
@@ -353,6 +358,12 @@ async fn drive(
                 el.pending.clear();
                 el.state.events.clear();
                 let failures = c.failures.fetch_add(1, Ordering::Relaxed);
+                let _ = c.down_since_ms.compare_exchange(
+                    0,
+                    crate::record::now_ms().max(1) as u64,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
                 if c.connected.swap(false, Ordering::SeqCst) {
                     // unacknowledged publishes are settled: the outbox sends its rows again
                     c.acked.store(c.submitted.load(Ordering::SeqCst), Ordering::SeqCst);

@@ -307,6 +307,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
     };
     let wake = outbox_wake.clone();
+    let (link, unreachable_alarm) = (mqtt.counters.clone(), cfg.mqtt.unreachable_alarm);
     let (alarms_tx, mut alarms_rx) = tokio::sync::watch::channel::<Vec<&'static str>>(Vec::new());
     let frames_rx = capture.receiver().clone();
     let st = stats.clone();
@@ -406,6 +407,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     }
                     CaptureMsg::Failed(e) => anyhow::bail!("capture failed: {e}"),
                 };
+                let mut events = events;
+                // the broker out of reach for longer than mqtt.unreachable_alarm: an alarm,
+                // committed like any event and sent when the link returns
+                let since = link.down_since_ms.load(Ordering::SeqCst);
+                let down_for = (since != 0)
+                    .then(|| Duration::from_millis((crate::record::now_ms() as u64).saturating_sub(since)))
+                    .filter(|d| *d >= unreachable_alarm);
+                events.extend(analyzer.broker(down_for)?);
                 deliver(&mut analyzer, events);
                 let alarms = analyzer.alarms();
                 if *alarms_tx.borrow() != alarms {

@@ -304,3 +304,39 @@ fn events_tail_verifies_deduplicates_and_reports_gaps() {
     assert_eq!(summary["rejected"], 2, "{summary}");
     assert_eq!(summary["gaps_open"], serde_json::json!({}), "{summary}");
 }
+
+#[test]
+fn a_broker_out_of_reach_too_long_is_an_alarm_delivered_when_it_returns() {
+    let broker = Mosquitto::start();
+    let relay = Relay::start(broker.port);
+    let cfg = TestConfig::new(&relay.url(), "test://ball?width=160&height=120&fps=15", "");
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("keep_alive = \"5s\"", "keep_alive = \"5s\"\nunreachable_alarm = \"5s\"");
+    std::fs::write(&cfg.path, text).unwrap();
+    let sub = Subscriber::start(broker.port, "vakt/#");
+    let mut b = BoxProcess::start(&cfg.path);
+    assert!(sub.wait_for(|m| m.topic.ends_with("/health"), Duration::from_secs(20)), "{}", b.log());
+    relay.cut();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(
+        !sub.all().iter().any(|m| m.payload.contains("broker_unreachable")),
+        "nothing can arrive while the link is cut"
+    );
+    relay.restore();
+    let alarm = |phase: &'static str| {
+        move |m: &Msg| {
+            m.topic.ends_with("/events") && m.payload.contains("\"broker_unreachable\"") && m.payload.contains(phase)
+        }
+    };
+    assert!(sub.wait_for(alarm("\"phase\":\"end\""), Duration::from_secs(40)), "{}", b.log());
+    let events = sub.events();
+    let start = events.iter().find(|e| e["kind"] == "broker_unreachable" && e["phase"] == "start").expect("a start");
+    assert!(start["attrs"]["down_s"].as_u64().unwrap() >= 5, "{start}");
+    let end = events.iter().find(|e| e["kind"] == "broker_unreachable" && e["phase"] == "end").unwrap();
+    assert!(start["seq"].as_u64() < end["seq"].as_u64());
+    assert!(cut.elapsed() >= Duration::from_secs(9));
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+}
