@@ -45,6 +45,9 @@ pub const SIGNING_PUB_FILE: &str = "signing.pub";
 pub const TLS_KEY_FILE: &str = "tls.key";
 /// TLS certificate signing request, PEM, mode 0644.
 pub const TLS_CSR_FILE: &str = "tls.csr";
+/// The box's TLS client certificate (PEM, the CA's answer to `tls.csr`), mode 0644: placed by the
+/// technician; with it the box authenticates to the broker (mutual TLS).
+pub const TLS_CERT_FILE: &str = "tls.crt";
 /// The box id, one line, mode 0644.
 pub const BOX_ID_FILE: &str = "box_id";
 

@@ -251,7 +251,7 @@ fn broker(cfg: &Config, timeout: Duration) -> Check {
     opts.set_keep_alive(Duration::from_secs(5));
     opts.set_clean_session(true);
     if m.scheme == MqttScheme::Tls {
-        match crate::mqtt::tls_configuration(m) {
+        match crate::mqtt::tls_configuration(m, &cfg.box_.state_dir.join("identity")) {
             Ok(t) => {
                 opts.set_transport(rumqttc::Transport::Tls(t));
             }

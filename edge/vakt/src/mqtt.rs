@@ -138,6 +138,7 @@ impl Mqtt {
     /// (re)connection; `offline` is the last will.
     pub fn start(
         cfg: &MqttConfig,
+        identity_dir: &std::path::Path,
         client_id: &str,
         online: impl Fn() -> Vec<u8> + Send + 'static,
         offline: Vec<u8>,
@@ -151,7 +152,7 @@ impl Mqtt {
         if cfg.scheme == MqttScheme::Tls {
             // Server authentication against `mqtt.ca_file` or the system's CAs; mutual TLS with
             // the box certificate comes with the delivery issue.
-            opts.set_transport(Transport::Tls(tls_configuration(cfg)?));
+            opts.set_transport(Transport::Tls(tls_configuration(cfg, identity_dir)?));
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let counters = Arc::new(LinkCounters::default());
@@ -379,8 +380,10 @@ async fn drive(
     }
 }
 
-/// The TLS settings for an mqtts:// broker: the CA file the config names, else the system bundle.
-pub fn tls_configuration(cfg: &MqttConfig) -> anyhow::Result<TlsConfiguration> {
+/// The TLS settings for an mqtts:// broker: the CA file the config names, else the system bundle;
+/// with the box's certificate (`identity/tls.crt`, and `tls.key`) as client certificate when the
+/// technician has installed it (mutual TLS).
+pub fn tls_configuration(cfg: &MqttConfig, identity_dir: &std::path::Path) -> anyhow::Result<TlsConfiguration> {
     let ca = match &cfg.ca_file {
         Some(p) => std::fs::read(p).map_err(|e| {
             anyhow::anyhow!("mqtt.ca_file {} cannot be read ({e}); it must hold the broker's CA certificate in PEM", p.display())
@@ -389,5 +392,22 @@ pub fn tls_configuration(cfg: &MqttConfig) -> anyhow::Result<TlsConfiguration> {
             anyhow::anyhow!("mqtt.url is mqtts:// but the CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); install ca-certificates or set mqtt.ca_file")
         })?,
     };
-    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth: None })
+    let cert_path = identity_dir.join(vakt_identity::TLS_CERT_FILE);
+    let client_auth = if cert_path.is_file() {
+        let cert = std::fs::read(&cert_path)
+            .map_err(|e| anyhow::anyhow!("the box certificate {} cannot be read ({e})", cert_path.display()))?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&cert).contains("-----BEGIN CERTIFICATE-----"),
+            "the box certificate {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            cert_path.display()
+        );
+        let key_path = identity_dir.join(vakt_identity::TLS_KEY_FILE);
+        let key = std::fs::read(&key_path).map_err(|e| {
+            anyhow::anyhow!("the box's TLS key {} cannot be read ({e}); run `vakt provision`", key_path.display())
+        })?;
+        Some((cert, key))
+    } else {
+        None
+    };
+    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
 }

@@ -239,7 +239,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         move || status(&cfg, "online", boot, &since, &condition.lock().unwrap())
     };
     let offline = status(&cfg, "offline", boot, &since, &condition.lock().unwrap().clone());
-    let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &cfg.box_.id, online, offline)?);
+    let identity_dir = state_dir.join("identity");
+    let mqtt = Arc::new(Mqtt::start(&cfg.mqtt, &identity_dir, &cfg.box_.id, online, offline)?);
+    match cfg.mqtt.scheme {
+        vakt_core::config::MqttScheme::Tls if identity_dir.join(vakt_identity::TLS_CERT_FILE).is_file() => {
+            tracing::info!("MQTT over TLS, the box authenticated by its certificate (mutual TLS)")
+        }
+        vakt_core::config::MqttScheme::Tls => tracing::warn!(
+            "MQTT over TLS without a box certificate: install the CA's answer to identity/tls.csr as identity/tls.crt"
+        ),
+        vakt_core::config::MqttScheme::Plain => {
+            tracing::warn!("MQTT in plaintext (mqtt://): events cross the network unencrypted and unauthenticated")
+        }
+    }
     tracing::info!(
         box_id = %cfg.box_.id, boot, broker = %cfg.mqtt.url, topics = %format!("{}/#", cfg.mqtt.prefix),
         recording = cfg.storage.record, retention = %humantime::format_duration(cfg.storage.max_age),
