@@ -89,6 +89,12 @@ pub fn decommission(cfg: &Config, output: &Path, requester: &str) -> anyhow::Res
         let ob =
             crate::outbox::Outbox::open(&cfg.box_.state_dir, u64::MAX / 2, std::time::Duration::from_secs(1 << 40))?;
         let rows = ob.all()?;
+        // drops recorded but not yet reported in an events_dropped message: named in the report
+        let unreported: Vec<Value> = ob
+            .pending_drops()?
+            .iter()
+            .map(|d| json!({"reason": d.reason, "count": d.count, "ranges": d.ranges.iter().map(|(a, z)| [a, z]).collect::<Vec<_>>()}))
+            .collect();
         let mut text = Vec::new();
         for r in &rows {
             text.extend_from_slice(&r.payload);
@@ -102,7 +108,7 @@ pub fn decommission(cfg: &Config, output: &Path, requester: &str) -> anyhow::Res
                 std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
             }
         }
-        json!({"file": UNSENT, "count": rows.len(), "sha256": hex::encode(Sha256::digest(&text))})
+        json!({"file": UNSENT, "count": rows.len(), "sha256": hex::encode(Sha256::digest(&text)), "dropped_unreported": unreported})
     } else {
         json!({"file": null, "count": 0})
     };

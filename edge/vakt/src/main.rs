@@ -214,8 +214,6 @@ enum Command {
     },
     /// The recording store: segments, bytes, retention, key protection, holds.
     Storage,
-    /// Take the box out of service: export every hold and the audit log into DIR (signed), then
-    /// crypto-erase the recording store. The box must be stopped.
     /// Benchmark of the durable outbox on this disk (benches/run-delivery.sh): commits COUNT
     /// events of 600 bytes in batches of BATCH, each batch one fsynced transaction, then drains
     /// them as the sender does. Prints one JSON line.
@@ -228,6 +226,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// Take the box out of service: export every hold, the events the broker never acknowledged
+    /// and the audit log into DIR (signed), then crypto-erase the recording store. The box must be
+    /// stopped.
     Decommission {
         /// New directory (on removable media) for the exports, the audit log and the signed report.
         #[arg(long)]
