@@ -4,6 +4,7 @@
 mod analysis;
 mod analyze;
 mod broker;
+mod commands;
 mod commission;
 mod control;
 mod decommission;
@@ -142,6 +143,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The keys allowed to sign commands to this box, with their roles.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Consume the events topic as the police's integration would.
     Events {
         #[command(subcommand)]
@@ -241,6 +247,34 @@ enum Command {
         /// from a copy prerm kept.
         #[arg(long, value_name = "DIR")]
         models_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Authorise a key to sign commands, with a role (audited).
+    Add {
+        /// The issuer name commands carry (`issuer`).
+        #[arg(long)]
+        name: String,
+        /// police, security_unit or administrator.
+        #[arg(long)]
+        role: String,
+        /// The issuer's Ed25519 public key, PEM.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Who authorises it (audited).
+        #[arg(long, default_value = "technician")]
+        by: String,
+    },
+    /// List the authorised keys.
+    List,
+    /// Withdraw a key (audited).
+    Revoke {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "technician")]
+        by: String,
     },
 }
 
@@ -591,6 +625,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 r["holds_exported"].as_array().map(Vec::len).unwrap_or(0),
                 r["unsent_events"]["count"]
             );
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let cfg = load_config(&cli.config)?;
+            match command {
+                KeysCommand::Add { name, role, key, by } => {
+                    let pem = std::fs::read_to_string(&key)
+                        .map_err(|e| UsageError(format!("--key {}: cannot read ({e})", key.display())))?;
+                    let k =
+                        commands::add_key(&cfg, &name, &role, &pem, &by).map_err(|e| UsageError(format!("{e:#}")))?;
+                    open_audit(&cfg)?.append("cli", "keys.added", json!({"name": k.name, "role": k.role, "by": by}))?;
+                    println!("authorised {} as {:?}", k.name, k.role);
+                }
+                KeysCommand::List => {
+                    let list = commands::load_keys(&commands::keys_path(&cfg))?;
+                    for k in list.keys {
+                        println!("{}\t{:?}\tadded {} by {}", k.name, k.role, k.added_at, k.added_by);
+                    }
+                }
+                KeysCommand::Revoke { name, by } => {
+                    if !commands::revoke_key(&cfg, &name)? {
+                        return Err(UsageError(format!("--name {name:?}: no such key")).into());
+                    }
+                    open_audit(&cfg)?.append("cli", "keys.revoked", json!({"name": name, "by": by}))?;
+                    println!("revoked {name}");
+                }
+            }
             Ok(())
         }
         Command::Events { command: EventsCommand::Tail { url, topic, trust, ca, duration, client_id } } => {

@@ -27,17 +27,17 @@ use tokio::task::JoinHandle;
 
 use vakt_core::config::{MqttConfig, MqttScheme};
 
-/// Every topic the box uses, under its prefix. `cmd`, `reply` and `audit` are reserved for the
-/// delivery issue (signed commands, audit export); nothing is published or read there yet.
+/// Every topic the box uses, under its prefix. `audit` is reserved (audit export); nothing is
+/// published there yet.
 #[derive(Debug, Clone)]
 #[allow(dead_code)]
 pub struct Topics {
     pub events: String,
     pub status: String,
     pub health: String,
-    /// Reserved: signed commands (delivery issue).
+    /// Signed commands (read; commands.rs).
     pub cmd: String,
-    /// Reserved: command replies (delivery issue).
+    /// Answers to commands.
     pub reply: String,
     /// Reserved: audit export (delivery issue).
     pub audit: String,
@@ -106,6 +106,7 @@ pub struct Mqtt {
     pub counters: Arc<LinkCounters>,
     gate: Arc<Mutex<Gate>>,
     notes: Mutex<Option<mpsc::UnboundedReceiver<LinkNote>>>,
+    commands: Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -160,17 +161,38 @@ impl Mqtt {
         counters.down_since_ms.store(crate::record::now_ms().max(1) as u64, Ordering::SeqCst);
         let gate = Arc::new(Mutex::new(Gate::default()));
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        // a flood of commands waits here, at most 64; more are dropped unread (and unanswered)
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let task = tokio::spawn(drive(
             eventloop,
             client.clone(),
             gate.clone(),
             notes_tx,
+            (topics.cmd.clone(), cmd_tx),
             topics.status.clone(),
             online,
             counters.clone(),
             cfg.url.clone(),
         ));
-        Ok(Mqtt { client, topics, counters, gate, notes: Mutex::new(Some(notes_rx)), task: Some(task) })
+        Ok(Mqtt {
+            client,
+            topics,
+            counters,
+            gate,
+            notes: Mutex::new(Some(notes_rx)),
+            commands: Mutex::new(Some(cmd_rx)),
+            task: Some(task),
+        })
+    }
+
+    /// The messages that arrive on `<prefix>/cmd` (once).
+    pub fn take_commands(&self) -> Option<mpsc::Receiver<Vec<u8>>> {
+        self.commands.lock().unwrap().take()
+    }
+
+    /// An answer on `<prefix>/reply` (QoS 1, while connected; not kept across an outage).
+    pub fn publish_reply(&self, payload: Vec<u8>) -> bool {
+        submit(&self.client, &self.gate, None, &self.topics.reply, QoS::AtLeastOnce, false, payload, None)
     }
 
     /// Sends the outbox (QoS 1, commit order) for as long as the box runs: every row not yet
@@ -298,6 +320,7 @@ async fn drive(
     client: AsyncClient,
     gate: Arc<Mutex<Gate>>,
     notes: mpsc::UnboundedSender<LinkNote>,
+    (cmd_topic, commands): (String, mpsc::Sender<Vec<u8>>),
     status_topic: String,
     online: impl Fn() -> Vec<u8>,
     c: Arc<LinkCounters>,
@@ -319,6 +342,10 @@ async fn drive(
                 if submit(&client, &gate, None, &status_topic, QoS::AtLeastOnce, true, online(), None) {
                     c.submitted.fetch_add(1, Ordering::SeqCst);
                 }
+                // a clean session: subscribe again at every connection
+                if client.try_subscribe(&cmd_topic, QoS::AtLeastOnce).is_err() {
+                    tracing::error!("cannot subscribe to {cmd_topic}: commands will not arrive");
+                }
                 c.connected.store(true, Ordering::SeqCst);
                 c.down_since_ms.store(0, Ordering::SeqCst);
                 c.link_up.notify_waiters();
@@ -337,6 +364,11 @@ async fn drive(
                 c.acked.fetch_add(1, Ordering::SeqCst);
                 if let Some(row) = gate.lock().unwrap().inflight.remove(&ack.pkid) {
                     let _ = notes.send(LinkNote::Acked(row));
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                if commands.try_send(p.payload.to_vec()).is_err() {
+                    tracing::warn!("too many commands waiting: one was dropped unread");
                 }
             }
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => {

@@ -301,6 +301,26 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         analyzer.prepare_for_redaction(&cfg)?;
     }
     let analysis_recorder = recorder.take();
+    // Signed commands from <prefix>/cmd, answered on <prefix>/reply (commands.rs)
+    let command_task = {
+        let service = crate::control::Service { store: store.clone(), cfg: cfg.clone(), actor: "mqtt" };
+        let commands = Arc::new(crate::commands::Commands::open(
+            &cfg,
+            service,
+            vakt_identity::Identity::load(&state_dir.join("identity")).ok(),
+        )?);
+        let mut rx = mqtt.take_commands().expect("taken once");
+        let mqtt = mqtt.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let c = commands.clone();
+                let reply = tokio::task::spawn_blocking(move || c.handle(&p)).await.unwrap_or_default();
+                if !reply.is_empty() && !mqtt.publish_reply(reply) {
+                    tracing::warn!("a command's answer could not be sent: the broker is unreachable");
+                }
+            }
+        })
+    };
     let mut committer = Committer {
         ob: outbox.clone(),
         connected: mqtt.clone(),
@@ -580,6 +600,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         tracing::warn!("could not queue the `stopped` status; the broker keeps the last will (`offline`)");
     }
     mqtt.flush(Duration::from_secs(2)).await;
+    command_task.abort();
+    let _ = command_task.await;
     match Arc::try_unwrap(mqtt) {
         Ok(m) => m.disconnect().await,
         Err(_) => tracing::warn!("MQTT link still shared at shutdown; not disconnecting cleanly"),

@@ -1,0 +1,365 @@
+//! Signed commands on `<prefix>/cmd` (edge/docs/design/commands.md). An envelope
+//!
+//! ```json
+//! {"v": 1, "box": "vakt-0042", "cmd": "hold", "args": {...}, "issuer": "police-1",
+//!  "nonce": "9f2c...", "expires": "2026-11-23T09:05:00Z", "sig": "<hex Ed25519>"}
+//! ```
+//!
+//! is signed like an event (Ed25519 over the RFC 8785 canonical form without `sig`) by a key in
+//! the box's authorised-key list, `state_dir/authorized_keys.json`, each key with a role. The box
+//! checks, in this order: JSON and fields, `box`, issuer, signature, expiry (not past, at most
+//! `MAX_AHEAD` ahead), nonce (never seen: nonces are kept durably until they expire), role. Every
+//! command is answered on `<prefix>/reply` (signed) and audited, accepted or rejected.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use vakt_core::config::Config;
+
+use crate::control::{Request, Service};
+
+/// How far in the future an envelope may expire: bounds how long a captured command stays usable.
+pub const MAX_AHEAD_S: i64 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The police: holds and track listings and exports for cases.
+    Police,
+    /// The municipality's security unit: also releases holds.
+    SecurityUnit,
+    /// Key management, and everything else.
+    Administrator,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        serde_json::from_value(Value::String(s.into())).ok()
+    }
+
+    /// Which commands the role may give.
+    pub fn allows(self, cmd: &str) -> bool {
+        const READ: &[&str] = &["status", "holds", "list_tracks"];
+        match self {
+            Role::Administrator => true,
+            Role::SecurityUnit => READ.contains(&cmd) || ["hold", "release", "export"].contains(&cmd),
+            Role::Police => READ.contains(&cmd) || ["hold", "export"].contains(&cmd),
+        }
+    }
+}
+
+/// Commands this version carries out; the others of the contract are answered `not_supported`.
+pub const BUILT: &[&str] =
+    &["status", "holds", "hold", "release", "list_tracks", "export", "key_add", "key_revoke", "keys"];
+/// Part of the command contract, not built yet.
+pub const NOT_BUILT: &[&str] = &["recording", "retention", "masks", "zones", "lines", "snapshot", "relearn"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizedKey {
+    pub name: String,
+    pub role: Role,
+    /// Ed25519 public key, SPKI PEM.
+    pub public_key: String,
+    pub added_at: String,
+    pub added_by: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<AuthorizedKey>,
+}
+
+pub fn keys_path(cfg: &Config) -> PathBuf {
+    cfg.box_.state_dir.join("authorized_keys.json")
+}
+
+pub fn load_keys(path: &Path) -> anyhow::Result<KeyList> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{}: not a valid key list", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeyList::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn save_keys(path: &Path, keys: &KeyList) -> anyhow::Result<()> {
+    vakt_core::counters::write_durable(path, &serde_json::to_vec_pretty(keys)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Adds (or replaces) a key; checks the PEM. Used by `vakt keys add` and the `key_add` command.
+pub fn add_key(cfg: &Config, name: &str, role: &str, pem: &str, by: &str) -> anyhow::Result<AuthorizedKey> {
+    let ok_name =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    anyhow::ensure!(ok_name, "name {name:?}: 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.', ':'");
+    let role_v = Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("role {role:?}: one of police, security_unit, administrator"))?;
+    // a valid Ed25519 public key: verifying any signature must fail for the right reason
+    if let Err(vakt_identity::IdentityError::BadPublicKey(e)) =
+        vakt_identity::verify_signature(pem, b"probe", &[0u8; 64])
+    {
+        anyhow::bail!("not an Ed25519 public key in PEM: {e}");
+    }
+    let path = keys_path(cfg);
+    let mut list = load_keys(&path)?;
+    list.keys.retain(|k| k.name != name);
+    let k = AuthorizedKey {
+        name: name.into(),
+        role: role_v,
+        public_key: pem.trim().to_string() + "\n",
+        added_at: crate::export::ms_to_rfc3339(crate::record::now_ms()),
+        added_by: by.into(),
+    };
+    list.keys.push(k.clone());
+    save_keys(&path, &list)?;
+    Ok(k)
+}
+
+pub fn revoke_key(cfg: &Config, name: &str) -> anyhow::Result<bool> {
+    let path = keys_path(cfg);
+    let mut list = load_keys(&path)?;
+    let before = list.keys.len();
+    list.keys.retain(|k| k.name != name);
+    let found = list.keys.len() != before;
+    if found {
+        save_keys(&path, &list)?;
+    }
+    Ok(found)
+}
+
+/// A rejection: a stable code and words for people.
+#[derive(Debug)]
+pub struct Rejected {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn reject(code: &'static str, message: impl Into<String>) -> Rejected {
+    Rejected { code, message: message.into() }
+}
+
+/// What the box needs to carry out commands.
+pub struct Commands {
+    pub cfg: Config,
+    pub service: Service,
+    pub identity: Option<vakt_identity::Identity>,
+    nonces: Mutex<Connection>,
+}
+
+impl Commands {
+    pub fn open(cfg: &Config, service: Service, identity: Option<vakt_identity::Identity>) -> anyhow::Result<Commands> {
+        let path = cfg.box_.state_dir.join("commands.sqlite3");
+        let db = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS nonce (nonce TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);",
+        )?;
+        Ok(Commands { cfg: cfg.clone(), service, identity, nonces: Mutex::new(db) })
+    }
+
+    /// Handles one message from `/cmd`; returns the reply for `/reply`.
+    pub fn handle(&self, payload: &[u8]) -> Vec<u8> {
+        let now = crate::record::now_ms();
+        let parsed: Option<Value> = serde_json::from_slice(payload).ok();
+        let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+        let (nonce, cmd, issuer) = (field("nonce"), field("cmd"), field("issuer"));
+        let outcome = self.check(parsed.as_ref(), now).and_then(|(role, args)| {
+            let cmd = cmd.clone().unwrap_or_default();
+            let _ = crate::open_audit(&self.cfg).and_then(|mut a| {
+                a.append(
+                    "mqtt",
+                    "command.accepted",
+                    json!({"cmd": cmd, "issuer": issuer, "role": role, "nonce": nonce}),
+                )
+                .map_err(Into::into)
+            });
+            self.execute(&cmd, &args, issuer.as_deref().unwrap_or(""), nonce.as_deref().unwrap_or(""))
+                .map_err(|e| reject("failed", format!("{e:#}")))
+        });
+        let mut reply = json!({
+            "v": 1,
+            "box": self.cfg.box_.id,
+            "nonce": nonce,
+            "cmd": cmd,
+            "issuer": issuer,
+            "at": crate::export::ms_to_rfc3339(now),
+        });
+        match outcome {
+            Ok(result) => {
+                reply["ok"] = true.into();
+                reply["result"] = result;
+            }
+            Err(r) => {
+                tracing::warn!(code = r.code, cmd = ?cmd, issuer = ?issuer, "command rejected: {}", r.message);
+                let action = if r.code == "failed" { "command.failed" } else { "command.rejected" };
+                let _ = crate::open_audit(&self.cfg).and_then(|mut a| {
+                    a.append(
+                        "mqtt",
+                        action,
+                        json!({"code": r.code, "message": r.message, "cmd": cmd, "issuer": issuer, "nonce": nonce}),
+                    )
+                    .map_err(Into::into)
+                });
+                reply["ok"] = false.into();
+                reply["error"] = json!({"code": r.code, "message": r.message});
+            }
+        }
+        let mut v = reply;
+        if let Some(id) = &self.identity {
+            let sig = hex::encode(id.sign(&crate::signing::canonical(&v)));
+            v["sig"] = sig.into();
+        }
+        serde_json::to_vec(&v).expect("serialisable")
+    }
+
+    /// The envelope's checks, in the documented order; the role and args of a good one.
+    fn check(&self, v: Option<&Value>, now: i64) -> Result<(Role, Value), Rejected> {
+        let v = v.ok_or_else(|| reject("malformed", "not a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| reject("malformed", "not a JSON object"))?;
+        for k in ["v", "box", "cmd", "issuer", "nonce", "expires"] {
+            if !obj.contains_key(k) {
+                return Err(reject("malformed", format!("missing field `{k}`")));
+            }
+        }
+        if obj["v"] != 1 {
+            return Err(reject("malformed", format!("`v` = {}: this box understands version 1", obj["v"])));
+        }
+        let s = |k: &str| obj[k].as_str().ok_or_else(|| reject("malformed", format!("`{k}` is not a string")));
+        let (bx, cmd, issuer, nonce, expires) = (s("box")?, s("cmd")?, s("issuer")?, s("nonce")?, s("expires")?);
+        if let Some(extra) =
+            obj.keys().find(|k| !["v", "box", "cmd", "args", "issuer", "nonce", "expires", "sig"].contains(&k.as_str()))
+        {
+            return Err(reject("malformed", format!("unknown field `{extra}`")));
+        }
+        if bx != self.cfg.box_.id {
+            return Err(reject("wrong_box", format!("`box` = {bx:?}: this is {}", self.cfg.box_.id)));
+        }
+        let keys = load_keys(&keys_path(&self.cfg)).map_err(|e| reject("failed", format!("{e:#}")))?;
+        let key = keys.keys.iter().find(|k| k.name == issuer).ok_or_else(|| {
+            reject("unknown_issuer", format!("`issuer` = {issuer:?} is not in the box's authorised keys"))
+        })?;
+        let sig = match obj.get("sig") {
+            None => return Err(reject("unsigned", "no `sig`: commands must be signed")),
+            Some(Value::String(h)) => hex::decode(h).map_err(|_| reject("bad_signature", "`sig` is not hex"))?,
+            Some(_) => return Err(reject("bad_signature", "`sig` is not a string")),
+        };
+        let mut unsigned = v.clone();
+        unsigned.as_object_mut().expect("object").remove("sig");
+        vakt_identity::verify_signature(&key.public_key, &crate::signing::canonical(&unsigned), &sig).map_err(
+            |_| reject("bad_signature", format!("the signature does not verify with the key of {issuer:?}")),
+        )?;
+        let exp = crate::export::parse_time("expires", expires).map_err(|e| reject("malformed", format!("{e:#}")))?;
+        if exp < now {
+            return Err(reject("expired", format!("`expires` = {expires} is past")));
+        }
+        if exp > now + MAX_AHEAD_S * 1000 {
+            return Err(reject("expiry_too_far", format!("`expires` = {expires}: at most {MAX_AHEAD_S} s ahead")));
+        }
+        let ok_nonce = (16..=64).contains(&nonce.len()) && nonce.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok_nonce {
+            return Err(reject("malformed", "`nonce`: 16 to 64 letters, digits or '-'"));
+        }
+        {
+            let db = self.nonces.lock().unwrap();
+            let _ = db.execute("DELETE FROM nonce WHERE expires_ms < ?1", [now]);
+            let fresh = db
+                .execute("INSERT OR IGNORE INTO nonce (nonce, expires_ms) VALUES (?1, ?2)", params![nonce, exp])
+                .map_err(|e| reject("failed", format!("cannot record the nonce: {e}")))?;
+            if fresh == 0 {
+                return Err(reject("replayed", format!("`nonce` {nonce} was used before")));
+            }
+        }
+        if !BUILT.contains(&cmd) && !NOT_BUILT.contains(&cmd) {
+            return Err(reject("unknown_command", format!("`cmd` = {cmd:?}: one of {}", BUILT.join(", "))));
+        }
+        if !key.role.allows(cmd) {
+            return Err(reject("forbidden", format!("the role {:?} of {issuer:?} may not give {cmd:?}", key.role)));
+        }
+        if NOT_BUILT.contains(&cmd) {
+            return Err(reject("not_supported", format!("{cmd:?} is not built in this version")));
+        }
+        Ok((key.role, obj.get("args").cloned().unwrap_or(Value::Null)))
+    }
+
+    fn execute(&self, cmd: &str, args: &Value, issuer: &str, nonce: &str) -> anyhow::Result<Value> {
+        let s = |k: &str| -> anyhow::Result<String> {
+            args.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("`args.{k}`: missing or not a string"))
+        };
+        let t = |k: &str| -> anyhow::Result<i64> { crate::export::parse_time(&format!("args.{k}"), &s(k)?) };
+        let service_call = |req: Request| -> anyhow::Result<Value> {
+            let mut out = Vec::new();
+            self.service.handle(req, &mut out)?;
+            let v: Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap_or_default())?;
+            if v["ok"] == false {
+                anyhow::bail!("{}", v["error"].as_str().unwrap_or("failed"));
+            }
+            Ok(v)
+        };
+        match cmd {
+            "status" => service_call(Request::Status),
+            "holds" => service_call(Request::Holds),
+            "hold" => service_call(Request::Hold {
+                from_ms: t("from")?,
+                to_ms: t("to")?,
+                until_ms: t("until")?,
+                requester: issuer.into(),
+                reason: s("reason")?,
+            }),
+            "release" => service_call(Request::Release {
+                id: args.get("id").and_then(Value::as_u64).ok_or_else(|| anyhow::anyhow!("`args.id`: a hold id"))?,
+                requester: issuer.into(),
+            }),
+            "list_tracks" => {
+                service_call(Request::ListTracks { from_ms: t("from")?, to_ms: t("to")?, requester: issuer.into() })
+            }
+            "export" => {
+                // prepared on the box (redacted, signed manifest) for collection; no picture
+                // leaves the box over MQTT
+                let dir = self.cfg.box_.state_dir.join("exports").join(nonce);
+                let args = crate::export::ExportArgs {
+                    from: s("from")?,
+                    to: s("to")?,
+                    output: dir.clone(),
+                    requester: issuer.into(),
+                    keep_track: args.get("keep_track").and_then(Value::as_u64),
+                    unmasked: false,
+                    reason: args.get("reason").and_then(Value::as_str).map(str::to_string),
+                };
+                let r = crate::export::export(&self.cfg, &args)?;
+                let manifest = std::fs::read(dir.join("manifest.json"))?;
+                Ok(json!({"dir": r.dir, "frames": r.frames, "mode": r.mode,
+                    "manifest_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest))}))
+            }
+            "keys" => {
+                let list = load_keys(&keys_path(&self.cfg))?;
+                Ok(
+                    json!({"keys": list.keys.iter().map(|k| json!({"name": k.name, "role": k.role, "added_at": k.added_at})).collect::<Vec<_>>()}),
+                )
+            }
+            "key_add" => {
+                let k = add_key(&self.cfg, &s("name")?, &s("role")?, &s("public_key")?, issuer)?;
+                crate::open_audit(&self.cfg)?.append(
+                    "mqtt",
+                    "keys.added",
+                    json!({"name": k.name, "role": k.role, "by": issuer}),
+                )?;
+                Ok(json!({"name": k.name, "role": k.role}))
+            }
+            "key_revoke" => {
+                let name = s("name")?;
+                anyhow::ensure!(name != issuer, "an administrator cannot revoke its own key");
+                anyhow::ensure!(revoke_key(&self.cfg, &name)?, "no key named {name:?}");
+                crate::open_audit(&self.cfg)?.append("mqtt", "keys.revoked", json!({"name": name, "by": issuer}))?;
+                Ok(json!({"revoked": name}))
+            }
+            other => anyhow::bail!("{other:?} is not built"),
+        }
+    }
+}
