@@ -202,6 +202,7 @@ struct RawMqtt {
     outbox_max_bytes: Option<u64>,
     outbox_max_age: Option<String>,
     unreachable_alarm: Option<String>,
+    onvif: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +317,8 @@ pub struct MqttConfig {
     pub outbox_max_age: Duration,
     /// The link down this long raises `broker_unreachable`.
     pub unreachable_alarm: Duration,
+    /// Also publish every event in the ONVIF dialect (`<prefix>/onvif-ej/...`).
+    pub onvif: bool,
 }
 
 /// The board this box runs on (`[hardware]`, `hardware/README.md`).
@@ -804,6 +807,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             Duration::from_secs(5),
             Duration::from_secs(24 * 3600),
         )?,
+        onvif: rm.onvif.unwrap_or(false),
     };
     if let Some(ca) = &mqtt.ca_file {
         let shown = format!("{:?}", ca.display().to_string());

@@ -88,7 +88,8 @@ pub fn decommission(cfg: &Config, output: &Path, requester: &str) -> anyhow::Res
     let unsent = if outbox_file.exists() {
         let ob =
             crate::outbox::Outbox::open(&cfg.box_.state_dir, u64::MAX / 2, std::time::Duration::from_secs(1 << 40))?;
-        let rows = ob.all()?;
+        // the events (the ONVIF dialect's copies of them are not exported)
+        let rows: Vec<_> = ob.all()?.into_iter().filter(|r| r.topic.is_none()).collect();
         // drops recorded but not yet reported in an events_dropped message: named in the report
         let unreported: Vec<Value> = ob
             .pending_drops()?

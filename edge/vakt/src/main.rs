@@ -14,6 +14,7 @@ mod housing;
 mod mqtt;
 mod notify;
 mod objects;
+mod onvif;
 mod outbox;
 mod record;
 mod redact;

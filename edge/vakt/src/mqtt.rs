@@ -241,14 +241,14 @@ impl Mqtt {
                     }
                     for r in rows {
                         tracing::trace!(seq = r.seq, row = r.id, "handing an event to the MQTT client");
-                        let t = &self.topics.events;
+                        let t = r.topic.as_deref().unwrap_or(&self.topics.events);
                         if !submit(
                             &self.client,
                             &self.gate,
                             Some(session),
                             t,
                             QoS::AtLeastOnce,
-                            false,
+                            r.retain,
                             r.payload,
                             Some(r.id),
                         ) {

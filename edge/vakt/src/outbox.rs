@@ -26,6 +26,20 @@ pub struct Row {
     pub id: i64,
     pub seq: u64,
     pub payload: Vec<u8>,
+    /// None: the events topic. Else the full topic (the ONVIF dialect's messages).
+    pub topic: Option<String>,
+    pub retain: bool,
+}
+
+/// A message to commit: an event (`topic` None), or a message that goes with one on another
+/// topic (the ONVIF dialect), which the bounds may drop without a report.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub seq: u64,
+    pub class: Class,
+    pub payload: Vec<u8>,
+    pub topic: Option<String>,
+    pub retain: bool,
 }
 
 /// What a bound dropped: inclusive `seq` ranges, ascending.
@@ -100,6 +114,18 @@ impl Outbox {
              CREATE TABLE IF NOT EXISTS dropped (seq INTEGER NOT NULL, reason TEXT NOT NULL);",
         )
         .map_err(e("cannot set up"))?;
+        // the ONVIF dialect's columns (added after the first version of the file)
+        let has_topic: bool = db
+            .query_row("SELECT count(*) FROM pragma_table_info('msg') WHERE name = 'topic'", [], |r| r.get::<_, i64>(0))
+            .map_err(e("cannot set up"))?
+            > 0;
+        if !has_topic {
+            db.execute_batch(
+                "ALTER TABLE msg ADD COLUMN topic TEXT;
+                 ALTER TABLE msg ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;",
+            )
+            .map_err(e("cannot add the topic column"))?;
+        }
         Ok(Outbox { db, path, max_bytes, max_age_ms: max_age.as_millis() as i64 })
     }
 
@@ -110,6 +136,21 @@ impl Outbox {
     /// Commits `msgs` (seq, class, payload) in one transaction (durable when this returns), then
     /// applies the bounds. Returns what the bounds dropped.
     pub fn append(&mut self, msgs: &[(u64, Class, Vec<u8>)], now_ms: i64) -> Result<Drops, OutboxError> {
+        let msgs: Vec<Msg> = msgs
+            .iter()
+            .map(|(seq, class, payload)| Msg {
+                seq: *seq,
+                class: *class,
+                payload: payload.clone(),
+                topic: None,
+                retain: false,
+            })
+            .collect();
+        self.append_msgs(&msgs, now_ms)
+    }
+
+    /// `append` for messages that may go to other topics.
+    pub fn append_msgs(&mut self, msgs: &[Msg], now_ms: i64) -> Result<Drops, OutboxError> {
         if !msgs.is_empty() {
             self.insert(msgs, now_ms, false)?;
         }
@@ -118,7 +159,7 @@ impl Outbox {
 
     /// Inserts rows; with `clear_dropped` also forgets the recorded drops (a report of them is
     /// among the rows), all in one transaction.
-    fn insert(&mut self, msgs: &[(u64, Class, Vec<u8>)], now_ms: i64, clear_dropped: bool) -> Result<(), OutboxError> {
+    fn insert(&mut self, msgs: &[Msg], now_ms: i64, clear_dropped: bool) -> Result<(), OutboxError> {
         let path = self.path.display().to_string();
         let e = |what: &'static str| {
             let path = path.clone();
@@ -127,10 +168,13 @@ impl Outbox {
         let tx = self.db.transaction().map_err(e("cannot begin"))?;
         {
             let mut ins = tx
-                .prepare_cached("INSERT INTO msg (seq, class, at_ms, payload) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT INTO msg (seq, class, at_ms, payload, topic, retain) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
                 .map_err(e("insert"))?;
-            for (seq, class, payload) in msgs {
-                ins.execute(params![*seq as i64, *class as i64, now_ms, payload]).map_err(e("insert"))?;
+            for m in msgs {
+                ins.execute(params![m.seq as i64, m.class as i64, now_ms, m.payload, m.topic, m.retain])
+                    .map_err(e("insert"))?;
             }
         }
         if clear_dropped {
@@ -141,7 +185,10 @@ impl Outbox {
 
     /// Commits the `events_dropped` reports (seq, payload) and forgets the drops they report.
     pub fn append_reports(&mut self, reports: &[(u64, Vec<u8>)], now_ms: i64) -> Result<(), OutboxError> {
-        let rows: Vec<_> = reports.iter().map(|(s, p)| (*s, Class::Report, p.clone())).collect();
+        let rows: Vec<_> = reports
+            .iter()
+            .map(|(s, p)| Msg { seq: *s, class: Class::Report, payload: p.clone(), topic: None, retain: false })
+            .collect();
         self.insert(&rows, now_ms, true)
     }
 
@@ -149,18 +196,19 @@ impl Outbox {
     /// payload bytes of events fit; records what it dropped. Returns what it dropped.
     pub fn enforce(&mut self, now_ms: i64) -> Result<Drops, OutboxError> {
         let report = Class::Report as i64;
-        let mut victims: Vec<(i64, i64, &'static str)> = Vec::new();
+        // (id, seq, reason, is an event): only events are recorded as dropped
+        let mut victims: Vec<(i64, i64, &'static str, bool)> = Vec::new();
         {
             let mut q = self
                 .db
-                .prepare_cached("SELECT id, seq FROM msg WHERE at_ms < ?1 AND class < ?2 ORDER BY id")
+                .prepare_cached("SELECT id, seq, topic IS NULL FROM msg WHERE at_ms < ?1 AND class < ?2 ORDER BY id")
                 .map_err(self.err("select old"))?;
             let rows = q
-                .query_map(params![now_ms - self.max_age_ms, report], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![now_ms - self.max_age_ms, report], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(self.err("select old"))?;
             for r in rows {
-                let (id, seq) = r.map_err(self.err("select old"))?;
-                victims.push((id, seq, "too_old"));
+                let (id, seq, event) = r.map_err(self.err("select old"))?;
+                victims.push((id, seq, "too_old", event));
             }
         }
         let (mut bytes,): (i64,) = self
@@ -172,19 +220,23 @@ impl Outbox {
         if bytes as u64 > self.max_bytes {
             let mut q = self
                 .db
-                .prepare_cached("SELECT id, seq, length(payload) FROM msg WHERE class < ?1 ORDER BY class, id")
+                .prepare_cached(
+                    "SELECT id, seq, length(payload), topic IS NULL FROM msg WHERE class < ?1 ORDER BY class, id",
+                )
                 .map_err(self.err("select victims"))?;
             let rows = q
-                .query_map([report], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .query_map([report], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?))
+                })
                 .map_err(self.err("select victims"))?;
             for r in rows {
-                let (id, seq, len) = r.map_err(self.err("select victims"))?;
+                let (id, seq, len, event) = r.map_err(self.err("select victims"))?;
                 if bytes as u64 <= self.max_bytes {
                     break;
                 }
                 bytes -= len;
                 if !victims.iter().any(|v| v.0 == id) {
-                    victims.push((id, seq, "outbox_full"));
+                    victims.push((id, seq, "outbox_full", event));
                 }
             }
         }
@@ -201,14 +253,17 @@ impl Outbox {
             let mut del = tx.prepare_cached("DELETE FROM msg WHERE id = ?1").map_err(e("delete"))?;
             let mut rec =
                 tx.prepare_cached("INSERT INTO dropped (seq, reason) VALUES (?1, ?2)").map_err(e("record"))?;
-            for (id, seq, reason) in &victims {
+            for (id, seq, reason, event) in &victims {
                 del.execute([id]).map_err(e("delete"))?;
-                rec.execute(params![seq, reason]).map_err(e("record"))?;
+                if *event {
+                    rec.execute(params![seq, reason]).map_err(e("record"))?;
+                }
             }
         }
         tx.commit().map_err(e("cannot commit"))?;
-        let old = victims.iter().filter(|v| v.2 == "too_old").count() as u64;
-        Ok(Drops { full: victims.len() as u64 - old, old })
+        let events: Vec<_> = victims.iter().filter(|v| v.3).collect();
+        let old = events.iter().filter(|v| v.2 == "too_old").count() as u64;
+        Ok(Drops { full: events.len() as u64 - old, old })
     }
 
     /// The drops recorded and not yet reported, one entry per reason.
@@ -253,10 +308,16 @@ impl Outbox {
     pub fn after(&self, after: i64, limit: usize) -> Result<Vec<Row>, OutboxError> {
         let mut q = self
             .db
-            .prepare_cached("SELECT id, seq, payload FROM msg WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .prepare_cached("SELECT id, seq, payload, topic, retain FROM msg WHERE id > ?1 ORDER BY id LIMIT ?2")
             .map_err(self.err("select"))?;
         q.query_map(params![after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, payload: r.get(2)? })
+            Ok(Row {
+                id: r.get(0)?,
+                seq: r.get::<_, i64>(1)? as u64,
+                payload: r.get(2)?,
+                topic: r.get(3)?,
+                retain: r.get(4)?,
+            })
         })
         .map_err(self.err("select"))?
         .collect::<Result<_, _>>()

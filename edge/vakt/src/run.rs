@@ -327,6 +327,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         drops_pending,
         last_report: None,
         last_age_check: Instant::now(),
+        onvif: cfg.mqtt.onvif.then(|| cfg.mqtt.prefix.clone()),
         signer: match vakt_identity::Identity::load(&state_dir.join("identity")) {
             Ok(id) => {
                 tracing::info!(key = id.key_id(), "events are signed with the box's key");
@@ -644,6 +645,8 @@ struct Committer {
     last_age_check: Instant,
     /// Signs every message (None: the box has no identity; messages go unsigned).
     signer: Option<vakt_identity::Identity>,
+    /// The topic prefix when the ONVIF dialect is on.
+    onvif: Option<String>,
 }
 
 impl Committer {
@@ -653,9 +656,18 @@ impl Committer {
         if !events.is_empty() || age_due {
             self.last_age_check = Instant::now();
             let class = |e: &Event| if e.kind.is_alarm() { Class::Alarm } else { Class::Ordinary };
-            let batch: Vec<(u64, Class, Vec<u8>)> =
-                events.iter().map(|e| (e.seq, class(e), crate::signing::payload(e, self.signer.as_ref()))).collect();
-            match self.ob.lock().unwrap().append(&batch, crate::record::now_ms()) {
+            let mut batch = Vec::new();
+            for e in events {
+                let payload = crate::signing::payload(e, self.signer.as_ref());
+                batch.push(crate::outbox::Msg { seq: e.seq, class: class(e), payload, topic: None, retain: false });
+                if let Some(prefix) = &self.onvif {
+                    for (topic, payload, retain) in crate::onvif::messages(e, prefix) {
+                        let m = crate::outbox::Msg { seq: e.seq, class: class(e), payload, topic: Some(topic), retain };
+                        batch.push(m);
+                    }
+                }
+            }
+            match self.ob.lock().unwrap().append_msgs(&batch, crate::record::now_ms()) {
                 Ok(d) if d.total() == 0 => {}
                 Ok(d) => {
                     self.drops_pending = true;

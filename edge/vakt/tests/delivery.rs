@@ -340,3 +340,36 @@ fn a_broker_out_of_reach_too_long_is_an_alarm_delivered_when_it_returns() {
     b.signal("TERM");
     assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
 }
+
+/// The ONVIF dialect: motion as `VideoSource/MotionAlarm` under `onvif-ej`, a property retained
+/// while it lasts and cleared when it ends.
+#[test]
+fn the_onvif_dialect_publishes_properties_retained_and_clears_them() {
+    let broker = Mosquitto::start();
+    let cfg = TestConfig::new(
+        &broker.url(),
+        "test://ball?width=160&height=120&fps=15",
+        "[[zones]]\nname = \"street\"\npoints = [[0.02, 0.02], [0.98, 0.02], [0.98, 0.98], [0.02, 0.98]]\n",
+    );
+    let text =
+        std::fs::read_to_string(&cfg.path).unwrap().replace("keep_alive = \"5s\"", "keep_alive = \"5s\"\nonvif = true");
+    std::fs::write(&cfg.path, text).unwrap();
+    let topic = "vakt/test-site/box-test/onvif-ej/VideoSource/MotionAlarm/&cam0/street";
+    let sub = Subscriber::start(broker.port, "vakt/+/+/onvif-ej/#");
+    let mut b = BoxProcess::start(&cfg.path);
+    assert!(sub.wait_for(|m| m.topic == topic, Duration::from_secs(20)), "{}", b.log());
+    let first = sub.all().into_iter().find(|m| m.topic == topic).unwrap().json();
+    assert_eq!(first["Source"], serde_json::json!({"VideoSource": "cam0", "Rule": "street"}));
+    assert_eq!(first["Data"], serde_json::json!({"State": true}));
+    assert!(first["UtcTime"].as_str().unwrap().ends_with('Z'));
+    // a consumer that comes later gets the property from the broker (retained)
+    let late = Subscriber::start(broker.port, topic);
+    assert!(late.wait_for(|m| m.retained && m.payload.contains("\"State\":true"), Duration::from_secs(5)));
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+    // the end: state false, then the retained property cleared
+    assert!(sub.wait_for(|m| m.topic == topic && m.payload.contains("\"State\":false"), Duration::from_secs(5)));
+    let after = Subscriber::start(broker.port, topic);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(after.all().iter().all(|m| !m.retained), "the property was not cleared: {:?}", after.all());
+}
