@@ -342,7 +342,16 @@ pub fn judge_clock(s: ClockState) -> Check {
     Check::ok("clock", "synchronised")
 }
 
+/// Whether the clock is synchronised now (health message `clock_synced`).
+pub fn clock_synced() -> bool {
+    judge_clock(clock_state(false)).verdict == Verdict::Ok
+}
+
 fn clock(fault_unsynced: bool) -> Check {
+    judge_clock(clock_state(fault_unsynced))
+}
+
+fn clock_state(fault_unsynced: bool) -> ClockState {
     let year = time::OffsetDateTime::now_utc().year();
     // SAFETY: ntp_adjtime with modes = 0 only reads the kernel's clock state into `tx`.
     let (ret, status) = unsafe {
@@ -352,7 +361,7 @@ fn clock(fault_unsynced: bool) -> Check {
     };
     let kernel_unsynced = fault_unsynced || ret == libc::TIME_ERROR || ret < 0 || status & libc::STA_UNSYNC != 0;
     let timesyncd_synced = !fault_unsynced && Path::new("/run/systemd/timesync/synchronized").exists();
-    judge_clock(ClockState { kernel_unsynced, timesyncd_synced, year })
+    ClockState { kernel_unsynced, timesyncd_synced, year }
 }
 
 fn disk(dir: &Path) -> Check {

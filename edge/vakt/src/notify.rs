@@ -100,3 +100,45 @@ mod tests {
         }
     }
 }
+
+/// Machine figures for the health message: the process's CPU time, the hottest thermal zone and
+/// the state directory's file system.
+pub mod machine {
+    use std::path::Path;
+
+    /// CPU seconds (user + system) this process has used, from /proc/self/stat.
+    pub fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // fields after the command name, which is in parentheses and may hold spaces
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+        // SAFETY: sysconf only reads a system constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks > 0.0).then(|| (utime + stime) / ticks)
+    }
+
+    /// The hottest thermal zone in °C, where the board exposes any.
+    pub fn temperature_c() -> Option<f64> {
+        let zones = std::fs::read_dir("/sys/class/thermal").ok()?;
+        zones
+            .filter_map(|z| z.ok())
+            .filter(|z| z.file_name().to_string_lossy().starts_with("thermal_zone"))
+            .filter_map(|z| std::fs::read_to_string(z.path().join("temp")).ok()?.trim().parse::<f64>().ok())
+            .map(|milli| milli / 1000.0)
+            .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
+    }
+
+    /// (bytes free for this user, total bytes) of the file system holding `dir`.
+    pub fn disk(dir: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+            return None;
+        }
+        let bs = s.f_frsize as u64;
+        Some((s.f_bavail as u64 * bs, s.f_blocks as u64 * bs))
+    }
+}

@@ -483,6 +483,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut last_progress = sample();
     let (mut last_frames, mut last_at) = (0u64, Instant::now());
+    let mut last_cpu = crate::notify::machine::cpu_seconds();
     let mut outcome: Option<anyhow::Result<()>> = None;
     let mut status_pending = false;
     loop {
@@ -515,8 +516,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = health.tick() => {
                 let frames = stats.frames.load(Ordering::Relaxed);
-                let fps = (frames - last_frames) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+                let elapsed = last_at.elapsed().as_secs_f64().max(1e-3);
+                let fps = (frames - last_frames) as f64 / elapsed;
                 (last_frames, last_at) = (frames, Instant::now());
+                use crate::notify::machine;
+                let cpu = machine::cpu_seconds();
+                let cpu_percent = cpu.zip(last_cpu).map(|(c, l)| ((c - l) / elapsed * 1000.0).round() / 10.0);
+                last_cpu = cpu;
+                let disk = machine::disk(state_dir);
                 let h = json!({
                     "at": rfc3339(time::OffsetDateTime::now_utc()),
                     "boot": boot,
@@ -532,6 +539,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     "events_dropped": stats.events_dropped.load(Ordering::Relaxed),
                     "events_unstored": stats.events_unstored.load(Ordering::Relaxed),
                     "broker_connected": mqtt.counters.connected.load(Ordering::Relaxed),
+                    "cpu_percent": cpu_percent,
+                    "temperature_c": machine::temperature_c().map(|t| (t * 10.0).round() / 10.0),
+                    "disk_free_bytes": disk.map(|d| d.0),
+                    "disk_used_percent": disk.map(|(free, total)| if total == 0 { 0.0 } else { ((1.0 - free as f64 / total as f64) * 1000.0).round() / 10.0 }),
+                    "clock_synced": crate::doctor::clock_synced(),
                     "recording": rec_state.as_ref().map(|(state, c)| json!({
                         "state": state.lock().unwrap().as_str(),
                         "segments": c.segments.load(Ordering::Relaxed),

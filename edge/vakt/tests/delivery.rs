@@ -316,7 +316,18 @@ fn a_broker_out_of_reach_too_long_is_an_alarm_delivered_when_it_returns() {
     std::fs::write(&cfg.path, text).unwrap();
     let sub = Subscriber::start(broker.port, "vakt/#");
     let mut b = BoxProcess::start(&cfg.path);
-    assert!(sub.wait_for(|m| m.topic.ends_with("/health"), Duration::from_secs(20)), "{}", b.log());
+    let healths = |sub: &Subscriber| sub.all().iter().filter(|m| m.topic.ends_with("/health")).count();
+    let until = Instant::now() + Duration::from_secs(20);
+    while healths(&sub) < 2 {
+        assert!(Instant::now() < until, "{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // the machine figures of the health message
+    let h = health(&sub, 0).unwrap();
+    assert!(h["cpu_percent"].as_f64().is_some_and(|c| c >= 0.0), "{h}");
+    assert!(h["disk_free_bytes"].as_u64().is_some_and(|f| f > 0), "{h}");
+    assert!(h["disk_used_percent"].as_f64().is_some_and(|u| (0.0..=100.0).contains(&u)), "{h}");
+    assert!(h["clock_synced"].is_boolean() && h.get("temperature_c").is_some(), "{h}");
     relay.cut();
     let cut = Instant::now();
     std::thread::sleep(Duration::from_secs(9));
@@ -372,4 +383,36 @@ fn the_onvif_dialect_publishes_properties_retained_and_clears_them() {
     let after = Subscriber::start(broker.port, topic);
     std::thread::sleep(Duration::from_secs(1));
     assert!(after.all().iter().all(|m| !m.retained), "the property was not cleared: {:?}", after.all());
+}
+
+/// Outbound allow-list: a running box opens network connections only to its broker (and to its
+/// camera's host for network sources). Checked on every connect(2) the process and its threads
+/// make, under strace.
+#[test]
+fn the_box_connects_to_nothing_but_its_broker() {
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is missing: deploy/setup-dev.sh installs it");
+    }
+    let broker = Mosquitto::start();
+    let cfg = TestConfig::new(&broker.url(), "test://ball?width=160&height=120&fps=15", "");
+    let trace = cfg.dir.path().join("connect.trace");
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=connect", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_vakt"))
+        .arg("--config")
+        .arg(&cfg.path)
+        .arg("run")
+        .env("VAKT_LOG", "info");
+    let sub = Subscriber::start(broker.port, "vakt/#");
+    let mut b = BoxProcess::spawn(cmd);
+    assert!(sub.wait_for(|m| m.topic.ends_with("/events"), Duration::from_secs(30)), "{}", b.log());
+    b.signal("TERM");
+    let _ = b.wait(Duration::from_secs(20));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let inet: Vec<&str> = text.lines().filter(|l| l.contains("AF_INET")).collect();
+    assert!(!inet.is_empty(), "no network connection traced at all:\n{text}");
+    let allowed = format!("sin_port=htons({})", broker.port);
+    let others: Vec<&&str> = inet.iter().filter(|l| !(l.contains(&allowed) && l.contains("127.0.0.1"))).collect();
+    assert!(others.is_empty(), "connections to anything but the broker: {others:#?}");
 }
