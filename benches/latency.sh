@@ -30,6 +30,7 @@ state_dir = "state"
 uri = "test://ball?width=640&height=360&fps=15"
 [mqtt]
 url = "mqtt://127.0.0.1:$port"
+insecure_plaintext = true
 [storage]
 record = false
 [detect]

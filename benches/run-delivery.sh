@@ -85,6 +85,7 @@ state_dir = "$out/state"
 uri = "test://ball?width=160&height=120&fps=15"
 [mqtt]
 url = "mqtt://127.0.0.1:$relay"
+insecure_plaintext = true
 health_interval = "1s"
 keep_alive = "5s"
 [storage]

@@ -46,6 +46,7 @@ uri = "$clip"
 loop = true
 [mqtt]
 url = "mqtt://127.0.0.1:$port"
+insecure_plaintext = true
 [storage]
 record = $1
 segment = "10s"

@@ -123,6 +123,7 @@ state_dir = "/var/lib/vakt"
 uri = "file:///dev/null"
 [mqtt]
 url = "mqtt://127.0.0.1:1883"
+insecure_plaintext = true
 [storage]
 dir = "/var/lib/vakt/ring"
 record = false

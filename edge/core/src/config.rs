@@ -203,6 +203,7 @@ struct RawMqtt {
     outbox_max_age: Option<String>,
     unreachable_alarm: Option<String>,
     onvif: Option<bool>,
+    insecure_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,6 +320,8 @@ pub struct MqttConfig {
     pub unreachable_alarm: Duration,
     /// Also publish every event in the ONVIF dialect (`<prefix>/onvif-ej/...`).
     pub onvif: bool,
+    /// `mqtt://` was chosen knowingly: every status message carries a warning.
+    pub insecure_plaintext: bool,
 }
 
 /// The board this box runs on (`[hardware]`, `hardware/README.md`).
@@ -808,7 +811,25 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
             Duration::from_secs(24 * 3600),
         )?,
         onvif: rm.onvif.unwrap_or(false),
+        insecure_plaintext: rm.insecure_plaintext.unwrap_or(false),
     };
+    match (&mqtt.scheme, mqtt.insecure_plaintext) {
+        (MqttScheme::Plain, false) => {
+            return Err(err(
+                "mqtt.url",
+                format!("{:?}", crate::source::without_credentials(&mqtt.url)),
+                "plaintext MQTT: use mqtts://host:port, or on a trusted network set `insecure_plaintext = true` in [mqtt] (events then cross the network unencrypted and every status says so)",
+            ));
+        }
+        (MqttScheme::Tls, true) => {
+            return Err(err(
+                "mqtt.insecure_plaintext",
+                "true",
+                "only for mqtt:// URLs; remove it (mqtt.url is mqtts://)",
+            ));
+        }
+        _ => {}
+    }
     if let Some(ca) = &mqtt.ca_file {
         let shown = format!("{:?}", ca.display().to_string());
         if mqtt.scheme == MqttScheme::Plain {
@@ -1363,6 +1384,7 @@ state_dir = "state"
 uri = "test://ball"
 [mqtt]
 url = "mqtt://127.0.0.1:1883"
+insecure_plaintext = true
 [storage]
 record = false
 [[privacy.masks]]
@@ -1510,11 +1532,21 @@ points = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
     }
 
     #[test]
+    fn plaintext_mqtt_must_be_chosen_knowingly() {
+        let e = parse_err(&GOOD.replace("insecure_plaintext = true\n", ""));
+        assert!(e.contains("`mqtt.url`") && e.contains("insecure_plaintext = true") && e.contains("mqtts://"), "{e}");
+        let e = parse_err(&GOOD.replace("mqtt://127.0.0.1:1883", "mqtts://broker:8883"));
+        assert!(e.contains("`mqtt.insecure_plaintext`"), "{e}");
+        assert!(parse_ok(GOOD).mqtt.insecure_plaintext);
+    }
+
+    #[test]
     fn mqtt_ca_file_needs_tls() {
         let e = parse_err(&GOOD.replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\""));
         assert!(e.contains("`mqtt.ca_file`") && e.contains("mqtts://"), "{e}");
         let tls = GOOD
             .replace("mqtt://127.0.0.1:1883", "mqtts://broker:8883")
+            .replace("insecure_plaintext = true\n", "")
             .replace("[mqtt]", "[mqtt]\nca_file = \"ca.pem\"");
         let dir = tempfile::tempdir().unwrap();
         let e = parse(&tls, dir.path()).unwrap_err().to_string();

@@ -479,7 +479,7 @@ mod tests {
 
     fn analyzer() -> Analyzer {
         let cfg = vakt_core::config::parse(
-            "[box]\nid = \"b1\"\nsite = \"s\"\n[source]\nuri = \"test://ball\"\n[mqtt]\nurl = \"mqtt://h:1\"\n[storage]\nrecord = false\n",
+            "[box]\nid = \"b1\"\nsite = \"s\"\n[source]\nuri = \"test://ball\"\n[mqtt]\nurl = \"mqtt://h:1\"\ninsecure_plaintext = true\n[storage]\nrecord = false\n",
             std::path::Path::new("/"),
         )
         .unwrap();

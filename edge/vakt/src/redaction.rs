@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn live_pairing_redacts_every_full_frame_once_when_branches_drop_frames() {
         let cfg = vakt_core::config::parse(
-            "[box]\nid = \"b1\"\nsite = \"s\"\n[source]\nuri = \"test://ball\"\n[mqtt]\nurl = \"mqtt://h:1\"\n\
+            "[box]\nid = \"b1\"\nsite = \"s\"\n[source]\nuri = \"test://ball\"\n[mqtt]\nurl = \"mqtt://h:1\"\ninsecure_plaintext = true\n\
              [storage]\nrecord = false\n[redact]\nmax_staleness = \"2s\"\n",
             std::path::Path::new("/"),
         )

@@ -86,6 +86,11 @@ fn status(cfg: &Config, state: &str, boot: u64, since: &str, c: &Condition) -> V
         "key_protection": c.key_protection,
         "retention_s": cfg.storage.max_age.as_secs(),
         "retention": humantime::format_duration(cfg.storage.max_age).to_string(),
+        "warnings": if cfg.mqtt.insecure_plaintext {
+            vec!["insecure_plaintext: MQTT without TLS, events cross the network unencrypted and unauthenticated"]
+        } else {
+            Vec::new()
+        },
         "at": rfc3339(time::OffsetDateTime::now_utc()),
     })
     .to_string()

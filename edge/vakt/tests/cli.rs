@@ -16,6 +16,7 @@ state_dir = "state"
 uri = "test://ball"
 [mqtt]
 url = "mqtt://127.0.0.1:1"
+insecure_plaintext = true
 [storage]
 record = false
 [events]

@@ -328,6 +328,13 @@ fn a_broker_out_of_reach_too_long_is_an_alarm_delivered_when_it_returns() {
     assert!(h["disk_free_bytes"].as_u64().is_some_and(|f| f > 0), "{h}");
     assert!(h["disk_used_percent"].as_f64().is_some_and(|u| (0.0..=100.0).contains(&u)), "{h}");
     assert!(h["clock_synced"].is_boolean() && h.get("temperature_c").is_some(), "{h}");
+    // plaintext MQTT was chosen knowingly (insecure_plaintext): every status says so
+    let statuses = sub.statuses();
+    assert!(
+        !statuses.is_empty()
+            && statuses.iter().all(|s| s["warnings"][0].as_str().unwrap_or("").starts_with("insecure_plaintext")),
+        "{statuses:?}"
+    );
     relay.cut();
     let cut = Instant::now();
     std::thread::sleep(Duration::from_secs(9));

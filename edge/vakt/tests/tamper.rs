@@ -55,7 +55,7 @@ fn each_sabotage_raises_its_condition_and_clears_after_it() {
         &cfg,
         format!(
             "[box]\nid = \"box-test\"\nsite = \"s\"\nstate_dir = \"state\"\n[source]\nuri = \"test://ball\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[storage]\nrecord = false\n[detect]\nenabled = false\n{TAMPER}"
+             [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\ninsecure_plaintext = true\n[storage]\nrecord = false\n[detect]\nenabled = false\n{TAMPER}"
         ),
     )
     .unwrap();

@@ -243,6 +243,7 @@ impl TestConfig {
         let path = dir.path().join("vakt.toml");
         // Object detection only where a test asks for it: it is slow in debug builds.
         let detect = if extra.contains("[detect]") { "" } else { "[detect]\nenabled = false\n" };
+        let plain = if broker_url.starts_with("mqtt://") { "insecure_plaintext = true\n" } else { "" };
         let text = format!(
             r#"
 [box]
@@ -257,7 +258,7 @@ reconnect_max = "2s"
 
 [mqtt]
 url = "{broker_url}"
-health_interval = "1s"
+{plain}health_interval = "1s"
 keep_alive = "5s"
 
 [storage]
