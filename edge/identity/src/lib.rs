@@ -142,6 +142,13 @@ impl Identity {
             (SIGNING_KEY_FILE, signing_key_pem.as_bytes(), PRIVATE_MODE),
         ];
         files::replace_all(dir, &contents)?;
+        // a certificate for the old TLS key does not fit the new one: the CA must sign the new CSR
+        let stale_cert = dir.join(TLS_CERT_FILE);
+        match std::fs::remove_file(&stale_cert) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(IdentityError::Io { path: stale_cert, op: "remove", source }),
+        }
 
         Ok(ProvisionReport {
             dir: dir.to_owned(),

@@ -116,7 +116,10 @@ fn force_replaces_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = identity_dir(&tmp);
     let first = Identity::provision(&dir, "box-0042", false).unwrap();
+    // the CA's certificate for the first TLS key cannot serve the second
+    std::fs::write(dir.join(vakt_identity::TLS_CERT_FILE), "-----BEGIN CERTIFICATE-----\n").unwrap();
     let second = Identity::provision(&dir, "box-0043", true).unwrap();
+    assert!(!dir.join(vakt_identity::TLS_CERT_FILE).exists(), "a stale tls.crt survived --force");
     assert_ne!(first.signing_key_fingerprint, second.signing_key_fingerprint);
     assert_ne!(first.tls_key_fingerprint, second.tls_key_fingerprint);
     assert_eq!(second.replaced.len(), 5);

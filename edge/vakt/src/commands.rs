@@ -38,6 +38,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Police => "police",
+            Role::SecurityUnit => "security_unit",
+            Role::Administrator => "administrator",
+        }
+    }
+
     fn parse(s: &str) -> Option<Role> {
         serde_json::from_value(Value::String(s.into())).ok()
     }
@@ -169,14 +177,19 @@ impl Commands {
         let (nonce, cmd, issuer) = (field("nonce"), field("cmd"), field("issuer"));
         let outcome = self.check(parsed.as_ref(), now).and_then(|(role, args)| {
             let cmd = cmd.clone().unwrap_or_default();
-            let _ = crate::open_audit(&self.cfg).and_then(|mut a| {
-                a.append(
-                    "mqtt",
-                    "command.accepted",
-                    json!({"cmd": cmd, "issuer": issuer, "role": role, "nonce": nonce}),
-                )
-                .map_err(Into::into)
-            });
+            // audited before it is carried out; a command that cannot be audited is not carried out
+            crate::open_audit(&self.cfg)
+                .and_then(|mut a| {
+                    a.append(
+                        "mqtt",
+                        "command.accepted",
+                        json!({"cmd": cmd, "issuer": issuer, "role": role, "nonce": nonce}),
+                    )
+                    .map_err(Into::into)
+                })
+                .map_err(|e| {
+                    reject("failed", format!("cannot write the audit log, so the command was not carried out: {e:#}"))
+                })?;
             self.execute(&cmd, &args, issuer.as_deref().unwrap_or(""), nonce.as_deref().unwrap_or(""))
                 .map_err(|e| reject("failed", format!("{e:#}")))
         });
@@ -312,10 +325,13 @@ impl Commands {
                 requester: issuer.into(),
                 reason: s("reason")?,
             }),
-            "release" => service_call(Request::Release {
-                id: args.get("id").and_then(Value::as_u64).ok_or_else(|| anyhow::anyhow!("`args.id`: a hold id"))?,
-                requester: issuer.into(),
-            }),
+            "release" => {
+                let id =
+                    args.get("id").and_then(Value::as_u64).ok_or_else(|| anyhow::anyhow!("`args.id`: a hold id"))?;
+                let v = service_call(Request::Release { id, requester: issuer.into() })?;
+                anyhow::ensure!(!v["released"].is_null(), "`args.id` = {id}: no such hold");
+                Ok(v)
+            }
             "list_tracks" => {
                 service_call(Request::ListTracks { from_ms: t("from")?, to_ms: t("to")?, requester: issuer.into() })
             }

@@ -290,12 +290,19 @@ enum EventsCommand {
         /// Topic filter.
         #[arg(long, default_value = "vakt/+/+/events")]
         topic: String,
-        /// A box's public key (its identity/signing.pub); repeat for several boxes.
-        #[arg(long, required = true, value_name = "KEYFILE")]
-        trust: Vec<PathBuf>,
+        /// A box's public key (its identity/signing.pub) as BOX=KEYFILE (only messages of box
+        /// BOX verify with it) or KEYFILE (any box); repeat for several boxes.
+        #[arg(long, required = true, value_name = "[BOX=]KEYFILE")]
+        trust: Vec<String>,
         /// PEM CA file for an mqtts:// broker (default: the system's CAs).
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Client certificate (PEM) for a broker that requires one (with --key).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// Stop after this long (e.g. "30s"); default: until Ctrl-C.
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
@@ -637,12 +644,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let k =
                         commands::add_key(&cfg, &name, &role, &pem, &by).map_err(|e| UsageError(format!("{e:#}")))?;
                     open_audit(&cfg)?.append("cli", "keys.added", json!({"name": k.name, "role": k.role, "by": by}))?;
-                    println!("authorised {} as {:?}", k.name, k.role);
+                    println!("authorised {} as {}", k.name, k.role.as_str());
                 }
                 KeysCommand::List => {
                     let list = commands::load_keys(&commands::keys_path(&cfg))?;
                     for k in list.keys {
-                        println!("{}\t{:?}\tadded {} by {}", k.name, k.role, k.added_at, k.added_by);
+                        println!("{}\t{}\tadded {} by {}", k.name, k.role.as_str(), k.added_at, k.added_by);
                     }
                 }
                 KeysCommand::Revoke { name, by } => {
@@ -655,7 +662,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Events { command: EventsCommand::Tail { url, topic, trust, ca, duration, client_id } } => {
+        Command::Events { command: EventsCommand::Tail { url, topic, trust, ca, cert, key, duration, client_id } } => {
             let duration = match duration {
                 None => None,
                 Some(d) => Some(
@@ -664,7 +671,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let summary = rt.block_on(tail::tail(tail::TailArgs { url, topic, trust, ca, duration, client_id }))?;
+            let summary = rt.block_on(tail::tail(tail::TailArgs {
+                url,
+                topic,
+                trust,
+                ca,
+                cert: cert.zip(key),
+                duration,
+                client_id,
+            }))?;
             eprintln!("{summary}");
             Ok(())
         }

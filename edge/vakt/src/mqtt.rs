@@ -39,7 +39,7 @@ pub struct Topics {
     pub cmd: String,
     /// Answers to commands.
     pub reply: String,
-    /// Reserved: audit export (delivery issue).
+    /// Reserved: audit export (not built yet).
     pub audit: String,
 }
 
@@ -151,8 +151,8 @@ impl Mqtt {
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_last_will(LastWill::new(&topics.status, offline, QoS::AtLeastOnce, true));
         if cfg.scheme == MqttScheme::Tls {
-            // Server authentication against `mqtt.ca_file` or the system's CAs; mutual TLS with
-            // the box certificate comes with the delivery issue.
+            // Server authentication against `mqtt.ca_file` or the system's CAs, and the box's own
+            // certificate (identity/tls.crt) for mutual TLS
             opts.set_transport(Transport::Tls(tls_configuration(cfg, identity_dir)?));
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
@@ -435,7 +435,10 @@ pub fn tls_configuration(cfg: &MqttConfig, identity_dir: &std::path::Path) -> an
         );
         let key_path = identity_dir.join(vakt_identity::TLS_KEY_FILE);
         let key = std::fs::read(&key_path).map_err(|e| {
-            anyhow::anyhow!("the box's TLS key {} cannot be read ({e}); run `vakt provision`", key_path.display())
+            anyhow::anyhow!(
+                "the box's TLS key {} cannot be read ({e}); `vakt provision --force` makes a new identity (the CA must then sign the new tls.csr)",
+                key_path.display()
+            )
         })?;
         Some((cert, key))
     } else {

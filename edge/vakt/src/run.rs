@@ -368,8 +368,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             for e in &events {
                 if print_events {
                     use std::io::Write;
-                    // a closed pipe (e.g. `| head`) must not take the box down
-                    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(e).unwrap_or_default());
+                    // as published (signed); a closed pipe (e.g. `| head`) must not take the box down
+                    let p = crate::signing::payload(e, committer.signer.as_ref());
+                    let _ = writeln!(std::io::stdout(), "{}", String::from_utf8_lossy(&p));
                 }
                 tracing::info!(kind = e.kind.as_str(), phase = ?e.phase, zone = e.zone.as_deref().unwrap_or("-"), seq = e.seq, "event");
             }
@@ -378,10 +379,28 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                 wake.notify_one();
             }
         };
+        // the broker out of reach for longer than mqtt.unreachable_alarm: an alarm, committed like
+        // any event and sent when the link returns
+        let link_down_for = || {
+            let since = link.down_since_ms.load(Ordering::SeqCst);
+            (since != 0)
+                .then(|| Duration::from_millis((crate::record::now_ms() as u64).saturating_sub(since)))
+                .filter(|d| *d >= unreachable_alarm)
+        };
         let outcome: anyhow::Result<()> = (|| {
+            let ticks = crossbeam_channel::tick(Duration::from_secs(1));
             loop {
                 let msg = crossbeam_channel::select! {
                     recv(frames_rx) -> m => match m { Ok(m) => m, Err(_) => break },
+                    recv(ticks) -> _ => {
+                        // the broker alarm also while no frames come (signal lost)
+                        let events = analyzer.broker(link_down_for())?;
+                        if !events.is_empty() {
+                            deliver(&mut analyzer, events);
+                            let _ = alarms_tx.send(analyzer.alarms());
+                        }
+                        continue;
+                    }
                     recv(housing_rx) -> h => {
                         match h {
                             Ok(open) => {
@@ -446,13 +465,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     CaptureMsg::Failed(e) => anyhow::bail!("capture failed: {e}"),
                 };
                 let mut events = events;
-                // the broker out of reach for longer than mqtt.unreachable_alarm: an alarm,
-                // committed like any event and sent when the link returns
-                let since = link.down_since_ms.load(Ordering::SeqCst);
-                let down_for = (since != 0)
-                    .then(|| Duration::from_millis((crate::record::now_ms() as u64).saturating_sub(since)))
-                    .filter(|d| *d >= unreachable_alarm);
-                events.extend(analyzer.broker(down_for)?);
+                events.extend(analyzer.broker(link_down_for())?);
                 deliver(&mut analyzer, events);
                 let alarms = analyzer.alarms();
                 if *alarms_tx.borrow() != alarms {

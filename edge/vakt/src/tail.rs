@@ -18,8 +18,11 @@ use vakt_core::config::{MqttScheme, parse_mqtt_url};
 pub struct TailArgs {
     pub url: String,
     pub topic: String,
-    pub trust: Vec<PathBuf>,
+    /// `KEYFILE` (any box) or `BOX=KEYFILE` (only messages whose `box` is BOX).
+    pub trust: Vec<String>,
     pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for a broker that requires one.
+    pub cert: Option<(PathBuf, PathBuf)>,
     pub duration: Option<Duration>,
     pub client_id: Option<String>,
 }
@@ -49,10 +52,17 @@ pub struct Tally {
 
 impl Tally {
     /// One message; returns what to say on stderr, if anything.
-    pub fn take(&mut self, payload: &[u8], keys: &[String], out: &mut impl Write) -> Vec<String> {
+    pub fn take(&mut self, payload: &[u8], keys: &[(Option<String>, String)], out: &mut impl Write) -> Vec<String> {
         self.received += 1;
         let mut say = Vec::new();
-        let (verdict, v) = verify(payload, keys);
+        // the keys that may speak for the box the message names
+        let named = serde_json::from_slice::<Value>(payload).ok().and_then(|v| v["box"].as_str().map(str::to_string));
+        let usable: Vec<String> = keys
+            .iter()
+            .filter(|(b, _)| b.is_none() || b.as_deref() == named.as_deref())
+            .map(|(_, k)| k.clone())
+            .collect();
+        let (verdict, v) = verify(payload, &usable);
         let (b, seq, boot) = match &v {
             Some(v) => (
                 v["box"].as_str().unwrap_or("?").to_string(),
@@ -134,17 +144,19 @@ impl Tally {
 
 pub async fn tail(a: TailArgs) -> anyhow::Result<Value> {
     let mut keys = Vec::new();
-    for p in &a.trust {
-        let pem = std::fs::read_to_string(p)
-            .map_err(|e| crate::UsageError(format!("--trust {}: cannot read ({e})", p.display())))?;
+    for t in &a.trust {
+        let (bx, p) = match t.split_once('=') {
+            Some((b, p)) if !b.is_empty() && !b.contains('/') => (Some(b.to_string()), PathBuf::from(p)),
+            _ => (None, PathBuf::from(t)),
+        };
+        let pem = std::fs::read_to_string(&p)
+            .map_err(|e| crate::UsageError(format!("--trust {t}: cannot read {} ({e})", p.display())))?;
         if !pem.contains("BEGIN PUBLIC KEY") {
-            return Err(crate::UsageError(format!(
-                "--trust {}: not a PEM public key (a box's identity/signing.pub)",
-                p.display()
-            ))
-            .into());
+            return Err(
+                crate::UsageError(format!("--trust {t}: not a PEM public key (a box's identity/signing.pub)")).into()
+            );
         }
-        keys.push(pem);
+        keys.push((bx, pem));
     }
     let (scheme, host, port) =
         parse_mqtt_url(&a.url).map_err(|e| crate::UsageError(format!("--url {:?}: {e}", a.url)))?;
@@ -158,7 +170,17 @@ pub async fn tail(a: TailArgs) -> anyhow::Result<Value> {
         let path = a.ca.clone().unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
         let ca = std::fs::read(&path)
             .map_err(|e| crate::UsageError(format!("--ca {}: cannot read ({e})", path.display())))?;
-        opts.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+        let client_auth = match &a.cert {
+            None => None,
+            Some((c, k)) => {
+                let read = |p: &PathBuf, flag: &str| {
+                    std::fs::read(p)
+                        .map_err(|e| crate::UsageError(format!("--{flag} {}: cannot read ({e})", p.display())))
+                };
+                Some((read(c, "cert")?, read(k, "key")?))
+            }
+        };
+        opts.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
     }
     let (client, mut el) = AsyncClient::new(opts, 10);
     let mut tally = Tally::default();
@@ -194,4 +216,32 @@ pub async fn tail(a: TailArgs) -> anyhow::Result<Value> {
         }
     }
     Ok(tally.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_bound_to_a_box_verifies_only_that_box() {
+        let dir = tempfile::tempdir().unwrap();
+        vakt_identity::Identity::provision(dir.path(), "box-a", false).unwrap();
+        let id = vakt_identity::Identity::load(dir.path()).unwrap();
+        let pem = id.public_key_pem().unwrap();
+        let e: vakt_core::event::Event = serde_json::from_value(json!({"v":1,"id":"01J","box":"box-a","site":"s",
+            "camera":"c","kind":"motion","phase":"start","zone":null,"started_at":"2026-11-23T08:00:00.000Z",
+            "ended_at":null,"at":"2026-11-23T08:00:00.000Z","seq":1,"boot":1,"bbox":null,"area":0.0,
+            "media_time_s":0.0,"onset_media_time_s":0.0,"attrs":{}}))
+        .unwrap();
+        let p = crate::signing::payload(&e, Some(&id));
+        let mut sink = Vec::new();
+        let mut bound_elsewhere = Tally::default();
+        let said = bound_elsewhere.take(&p, &[(Some("box-b".into()), pem.clone())], &mut sink);
+        assert_eq!(bound_elsewhere.rejected, 1, "{said:?}");
+        let mut bound_here = Tally::default();
+        bound_here.take(&p, &[(Some("box-a".into()), pem.clone())], &mut sink);
+        let mut any = Tally::default();
+        any.take(&p, &[(None, pem)], &mut sink);
+        assert_eq!((bound_here.verified, any.verified), (1, 1));
+    }
 }
