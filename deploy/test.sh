@@ -39,6 +39,8 @@ stage test       cargo test --release --workspace --locked
 # clippy in the release profile reuses the build scripts the build stage ran (OpenCV bindings,
 # aws-lc): 74 s instead of 314 s on a fresh clone
 stage clippy     cargo clippy --release --workspace --all-targets --locked -- -D warnings
+# libFuzzer on the config parser and the command envelope, 30 s each (installs cargo-fuzz once)
+stage fuzz       bash deploy/fuzz.sh
 # the short versions of the benchmarks: analytics scored on the held-out clip, and the self-test
 # of the evaluation tools (the full runs: benches/run-*.sh, results in benches/RESULTS.md)
 benches() {

@@ -2,6 +2,7 @@
 //! Nothing here depends on tokio, GStreamer or OpenCV, so it can be tested with tables.
 
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod counters;
 pub mod detect;

@@ -175,7 +175,7 @@ impl Commands {
         let parsed: Option<Value> = serde_json::from_slice(payload).ok();
         let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
         let (nonce, cmd, issuer) = (field("nonce"), field("cmd"), field("issuer"));
-        let outcome = self.check(parsed.as_ref(), now).and_then(|(role, args)| {
+        let outcome = self.check(payload, now).and_then(|(role, args)| {
             let cmd = cmd.clone().unwrap_or_default();
             // audited before it is carried out; a command that cannot be audited is not carried out
             crate::open_audit(&self.cfg)
@@ -230,24 +230,10 @@ impl Commands {
     }
 
     /// The envelope's checks, in the documented order; the role and args of a good one.
-    fn check(&self, v: Option<&Value>, now: i64) -> Result<(Role, Value), Rejected> {
-        let v = v.ok_or_else(|| reject("malformed", "not a JSON object"))?;
-        let obj = v.as_object().ok_or_else(|| reject("malformed", "not a JSON object"))?;
-        for k in ["v", "box", "cmd", "issuer", "nonce", "expires"] {
-            if !obj.contains_key(k) {
-                return Err(reject("malformed", format!("missing field `{k}`")));
-            }
-        }
-        if obj["v"] != 1 {
-            return Err(reject("malformed", format!("`v` = {}: this box understands version 1", obj["v"])));
-        }
-        let s = |k: &str| obj[k].as_str().ok_or_else(|| reject("malformed", format!("`{k}` is not a string")));
-        let (bx, cmd, issuer, nonce, expires) = (s("box")?, s("cmd")?, s("issuer")?, s("nonce")?, s("expires")?);
-        if let Some(extra) =
-            obj.keys().find(|k| !["v", "box", "cmd", "args", "issuer", "nonce", "expires", "sig"].contains(&k.as_str()))
-        {
-            return Err(reject("malformed", format!("unknown field `{extra}`")));
-        }
+    fn check(&self, payload: &[u8], now: i64) -> Result<(Role, Value), Rejected> {
+        let env = vakt_core::command::parse_envelope(payload).map_err(|m| reject("malformed", m.0))?;
+        let (bx, cmd, issuer, nonce, expires) =
+            (env.box_id.as_str(), env.cmd.as_str(), env.issuer.as_str(), env.nonce.as_str(), env.expires.as_str());
         if bx != self.cfg.box_.id {
             return Err(reject("wrong_box", format!("`box` = {bx:?}: this is {}", self.cfg.box_.id)));
         }
@@ -255,14 +241,12 @@ impl Commands {
         let key = keys.keys.iter().find(|k| k.name == issuer).ok_or_else(|| {
             reject("unknown_issuer", format!("`issuer` = {issuer:?} is not in the box's authorised keys"))
         })?;
-        let sig = match obj.get("sig") {
+        let sig = match &env.sig {
             None => return Err(reject("unsigned", "no `sig`: commands must be signed")),
-            Some(Value::String(h)) => hex::decode(h).map_err(|_| reject("bad_signature", "`sig` is not hex"))?,
-            Some(_) => return Err(reject("bad_signature", "`sig` is not a string")),
+            Some(Ok(h)) => hex::decode(h).map_err(|_| reject("bad_signature", "`sig` is not hex"))?,
+            Some(Err(())) => return Err(reject("bad_signature", "`sig` is not a string")),
         };
-        let mut unsigned = v.clone();
-        unsigned.as_object_mut().expect("object").remove("sig");
-        vakt_identity::verify_signature(&key.public_key, &crate::signing::canonical(&unsigned), &sig).map_err(
+        vakt_identity::verify_signature(&key.public_key, &crate::signing::canonical(&env.signed_part), &sig).map_err(
             |_| reject("bad_signature", format!("the signature does not verify with the key of {issuer:?}")),
         )?;
         let exp = crate::export::parse_time("expires", expires).map_err(|e| reject("malformed", format!("{e:#}")))?;
@@ -295,7 +279,7 @@ impl Commands {
         if NOT_BUILT.contains(&cmd) {
             return Err(reject("not_supported", format!("{cmd:?} is not built in this version")));
         }
-        Ok((key.role, obj.get("args").cloned().unwrap_or(Value::Null)))
+        Ok((key.role, env.args.clone()))
     }
 
     fn execute(&self, cmd: &str, args: &Value, issuer: &str, nonce: &str) -> anyhow::Result<Value> {
