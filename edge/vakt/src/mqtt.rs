@@ -27,10 +27,8 @@ use tokio::task::JoinHandle;
 
 use vakt_core::config::{MqttConfig, MqttScheme};
 
-/// Every topic the box uses, under its prefix. `audit` is reserved (audit export); nothing is
-/// published there yet.
+/// Every topic the box uses, under its prefix.
 #[derive(Debug, Clone)]
-#[allow(dead_code)]
 pub struct Topics {
     pub events: String,
     pub status: String,
@@ -39,7 +37,7 @@ pub struct Topics {
     pub cmd: String,
     /// Answers to commands.
     pub reply: String,
-    /// Reserved: audit export (not built yet).
+    /// The audit log, entry by entry (through the outbox).
     pub audit: String,
 }
 

@@ -306,6 +306,23 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         analyzer.prepare_for_redaction(&cfg)?;
     }
     let analysis_recorder = recorder.take();
+    // The audit log to <prefix>/audit: new entries go through the outbox (never dropped), so the
+    // security unit sees every access, export and change where it keeps its records
+    let audit_task = {
+        let (cfg, outbox, wake) = (cfg.clone(), outbox.clone(), outbox_wake.clone());
+        let topic = mqtt.topics.audit.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                match tokio::task::block_in_place(|| forward_audit(&cfg, &outbox, &topic)) {
+                    Ok(0) => {}
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => tracing::error!("cannot forward the audit log: {e:#}"),
+                }
+            }
+        })
+    };
     // Signed commands from <prefix>/cmd, answered on <prefix>/reply (commands.rs)
     let command_task = {
         let service = crate::control::Service { store: store.clone(), cfg: cfg.clone(), actor: "mqtt" };
@@ -633,6 +650,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     mqtt.flush(Duration::from_secs(2)).await;
     command_task.abort();
     let _ = command_task.await;
+    audit_task.abort();
+    let _ = audit_task.await;
     match Arc::try_unwrap(mqtt) {
         Ok(m) => m.disconnect().await,
         Err(_) => tracing::warn!("MQTT link still shared at shutdown; not disconnecting cleanly"),
@@ -657,6 +676,43 @@ fn open_outbox(cfg: &Config) -> anyhow::Result<(crate::outbox::Outbox, u64)> {
         );
     }
     Ok((ob, dropped))
+}
+
+/// Commits the audit entries not yet forwarded to the outbox (topic `<prefix>/audit`, one entry
+/// per message, exactly as in the log), then records the last seq forwarded
+/// (`state_dir/audit.forwarded`). A crash between the two forwards some entries twice; consumers
+/// de-duplicate by the entry's `seq`. Returns how many it forwarded.
+fn forward_audit(cfg: &Config, outbox: &std::sync::Mutex<crate::outbox::Outbox>, topic: &str) -> anyhow::Result<usize> {
+    let mark = cfg.box_.state_dir.join("audit.forwarded");
+    let done: u64 = std::fs::read_to_string(&mark).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let text = match std::fs::read_to_string(crate::audit_path(cfg)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut msgs = Vec::new();
+    let mut last = done;
+    for line in text.lines() {
+        let Some(seq) = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["seq"].as_u64()) else {
+            continue; // a torn last line: the log's own recovery deals with it
+        };
+        if seq > done {
+            msgs.push(crate::outbox::Msg {
+                seq,
+                class: crate::outbox::Class::Report,
+                payload: line.as_bytes().to_vec(),
+                topic: Some(topic.to_string()),
+                retain: false,
+            });
+            last = last.max(seq);
+        }
+    }
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    outbox.lock().unwrap().append_msgs(&msgs, crate::record::now_ms())?;
+    vakt_core::counters::write_durable(&mark, format!("{last}\n").as_bytes())?;
+    Ok(msgs.len())
 }
 
 /// How often at most an `events_dropped` report is made while drops go on.

@@ -95,6 +95,7 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     let box_pub = std::fs::read_to_string(cfg.state_dir().join("identity/signing.pub")).unwrap();
 
     let sub = Subscriber::start(broker.port, "vakt/+/+/reply");
+    let audit_sub = Subscriber::start(broker.port, "vakt/+/+/audit");
     let mut b = BoxProcess::start(&cfg.path);
     std::thread::sleep(Duration::from_secs(3)); // connected and subscribed to /cmd
 
@@ -169,6 +170,9 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
         "unknown_issuer",
     );
 
+    // the audit log reaches the broker too, entry by entry, through the outbox
+    let forwarded = |m: &Msg| m.payload.contains("\"keys.revoked\"");
+    assert!(audit_sub.wait_for(forwarded, Duration::from_secs(10)), "the audit log was not forwarded");
     b.signal("TERM");
     assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
     let audit = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
@@ -180,4 +184,12 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     let out = vakt().arg("--config").arg(&cfg.path).args(["keys", "list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("admin-1") && !listed.contains("police-1"), "{listed}");
+    // every forwarded entry is a line of the log, as written; none twice
+    let seqs: Vec<u64> = audit_sub.all().iter().map(|m| m.json()["seq"].as_u64().unwrap()).collect();
+    for m in audit_sub.all() {
+        assert!(audit.lines().any(|l| l == m.payload), "not a line of the log: {}", m.payload);
+    }
+    let mut unique = seqs.clone();
+    unique.dedup();
+    assert_eq!(unique, seqs, "forwarded twice or out of order");
 }
