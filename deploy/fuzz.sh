@@ -16,11 +16,13 @@ mkdir -p edge/fuzz/corpus/config edge/fuzz/corpus/envelope
 cp deploy/config/*.toml edge/fuzz/corpus/config/ 2>/dev/null || true
 printf '%s' '{"v":1,"box":"vakt-0042","cmd":"hold","args":{"from":"2026-11-23T08:00:00Z"},"issuer":"police-1","nonce":"7f3a9c0e5b2d4418","expires":"2026-11-23T08:15:00Z","sig":"00"}' \
   > edge/fuzz/corpus/envelope/seed.json
+# a target that does not build fails here, not silently below
+cargo +nightly fuzz build --fuzz-dir edge/fuzz 2>&1 | tail -1
 for t in config envelope; do
   echo "fuzz: $t for $SECS s"
   cargo +nightly fuzz run --fuzz-dir edge/fuzz "$t" edge/fuzz/corpus/"$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 2>&1 \
     | grep -E "^#[0-9]+ +DONE|ERROR|panicked|SUMMARY|Done [0-9]+ runs" || true
-  if ls edge/fuzz/artifacts/"$t"/crash-* >/dev/null 2>&1; then
+  if ls edge/fuzz/artifacts/"$t"/{crash,oom,timeout,leak}-* >/dev/null 2>&1; then
     echo "fuzz: $t CRASHED: see edge/fuzz/artifacts/$t/"; exit 1
   fi
 done

@@ -31,7 +31,8 @@ fn outbox_seqs(state: &Path) -> Vec<u64> {
     let db =
         rusqlite::Connection::open_with_flags(state.join("outbox.sqlite3"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
-    let mut q = db.prepare("SELECT seq FROM msg ORDER BY id").unwrap();
+    // events only: the audit log and the ONVIF dialect share the outbox
+    let mut q = db.prepare("SELECT seq FROM msg WHERE topic IS NULL ORDER BY id").unwrap();
     q.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(|s| s.unwrap() as u64).collect()
 }
 
