@@ -55,6 +55,11 @@ pub enum EventKind {
     /// alarm is committed to the outbox like any event, so the police see when and how long the
     /// box was cut off once the link returns (edge/docs/design/delivery.md).
     BrokerUnreachable,
+    /// The wall clock moved against the monotonic clock by more than 2 s between two checks a
+    /// second apart (an NTP step, a manual change, an RTC reset): times of messages before and
+    /// after it are not comparable across the jump. A single `instant` message; `attrs.jump_s`
+    /// is the step in seconds (negative: backwards).
+    ClockJumped,
 }
 
 impl EventKind {
@@ -75,6 +80,7 @@ impl EventKind {
         EventKind::StorageFailed,
         EventKind::EventsDropped,
         EventKind::BrokerUnreachable,
+        EventKind::ClockJumped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +101,7 @@ impl EventKind {
             EventKind::StorageFailed => "storage_failed",
             EventKind::EventsDropped => "events_dropped",
             EventKind::BrokerUnreachable => "broker_unreachable",
+            EventKind::ClockJumped => "clock_jumped",
         }
     }
 
@@ -119,6 +126,7 @@ impl EventKind {
             EventKind::StorageFailed => "Device/HardwareFailure/StorageFailure",
             EventKind::EventsDropped => "Monitoring/Vakt/EventsDropped",
             EventKind::BrokerUnreachable => "Monitoring/Vakt/BrokerUnreachable",
+            EventKind::ClockJumped => "Monitoring/Vakt/ClockJumped",
         }
     }
 

@@ -348,6 +348,15 @@ impl Analyzer {
         Ok(self.factory.build(EventKind::EventsDropped, None, None, &tr, attrs)?)
     }
 
+    /// `clock_jumped`: the wall clock stepped by `jump_s` seconds.
+    pub fn clock_jumped(&mut self, jump_s: f64) -> anyhow::Result<Event> {
+        let tr = Transition::instant(self.last_t, self.dropped_reports);
+        self.dropped_reports += 1;
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("jump_s".into(), round(jump_s, 1).into());
+        Ok(self.factory.build(EventKind::ClockJumped, None, None, &tr, attrs)?)
+    }
+
     /// `broker_unreachable` while the link has been down `down_for` (None: up, or not long
     /// enough to count).
     pub fn broker(&mut self, down_for: Option<std::time::Duration>) -> anyhow::Result<Vec<Event>> {

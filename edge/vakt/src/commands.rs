@@ -55,17 +55,17 @@ impl Role {
         const READ: &[&str] = &["status", "holds", "list_tracks"];
         match self {
             Role::Administrator => true,
-            Role::SecurityUnit => READ.contains(&cmd) || ["hold", "release", "export"].contains(&cmd),
-            Role::Police => READ.contains(&cmd) || ["hold", "export"].contains(&cmd),
+            Role::SecurityUnit => READ.contains(&cmd) || ["hold", "release", "export", "snapshot"].contains(&cmd),
+            Role::Police => READ.contains(&cmd) || ["hold", "export", "snapshot"].contains(&cmd),
         }
     }
 }
 
 /// Commands this version carries out; the others of the contract are answered `not_supported`.
 pub const BUILT: &[&str] =
-    &["status", "holds", "hold", "release", "list_tracks", "export", "key_add", "key_revoke", "keys"];
+    &["status", "holds", "hold", "release", "list_tracks", "export", "snapshot", "key_add", "key_revoke", "keys"];
 /// Part of the command contract, not built yet.
-pub const NOT_BUILT: &[&str] = &["recording", "retention", "masks", "zones", "lines", "snapshot", "relearn"];
+pub const NOT_BUILT: &[&str] = &["recording", "retention", "masks", "zones", "lines", "relearn"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthorizedKey {
@@ -319,13 +319,20 @@ impl Commands {
             "list_tracks" => {
                 service_call(Request::ListTracks { from_ms: t("from")?, to_ms: t("to")?, requester: issuer.into() })
             }
-            "export" => {
+            "export" | "snapshot" => {
                 // prepared on the box (redacted, signed manifest) for collection; no picture
-                // leaves the box over MQTT
+                // leaves the box over MQTT. A snapshot is the redacted export of the second that
+                // begins at `args.at` (recorded footage: at least one segment old).
                 let dir = self.cfg.box_.state_dir.join("exports").join(nonce);
+                let (from, to) = if cmd == "snapshot" {
+                    let at = t("at")?;
+                    (crate::export::ms_to_rfc3339(at), crate::export::ms_to_rfc3339(at + 1000))
+                } else {
+                    (s("from")?, s("to")?)
+                };
                 let args = crate::export::ExportArgs {
-                    from: s("from")?,
-                    to: s("to")?,
+                    from,
+                    to,
                     output: dir.clone(),
                     requester: issuer.into(),
                     keep_track: args.get("keep_track").and_then(Value::as_u64),

@@ -65,6 +65,10 @@ enum Command {
         /// Fault injection for tests: object detector runs after the first RUNS fail.
         #[arg(long, hide = true, value_name = "RUNS")]
         fault_detector_fail_after: Option<u64>,
+        /// Fault injection for tests: the clock-jump check sees the wall clock one hour ahead
+        /// from this many seconds after the start.
+        #[arg(long, hide = true, value_name = "SECONDS")]
+        fault_clock_jump_after: Option<u64>,
     },
     /// Replay a video file through the box's pipeline, deterministically, on its media clock.
     Analyze {
@@ -359,7 +363,13 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { print_events, fault_stall_analysis_after, fault_detector_delay, fault_detector_fail_after } => {
+        Command::Run {
+            print_events,
+            fault_stall_analysis_after,
+            fault_detector_delay,
+            fault_detector_fail_after,
+            fault_clock_jump_after,
+        } => {
             let cfg = load_config(&cli.config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(run::run(
@@ -369,6 +379,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     fault_stall_analysis_after,
                     fault_detector_delay: std::time::Duration::from_millis(fault_detector_delay),
                     fault_detector_fail_after,
+                    fault_clock_jump_after,
                 },
             ))
         }

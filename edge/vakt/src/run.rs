@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub fault_detector_delay: Duration,
     /// Fault injection (tests): detector runs after the first N fail.
     pub fault_detector_fail_after: Option<u64>,
+    /// Fault injection (tests): the clock-jump check sees +1 h after this many seconds.
+    pub fault_clock_jump_after: Option<u64>,
 }
 
 /// What the status reports beyond the config: alarms open now, and commissioning.
@@ -404,6 +406,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                 .then(|| Duration::from_millis((crate::record::now_ms() as u64).saturating_sub(since)))
                 .filter(|d| *d >= unreachable_alarm)
         };
+        let mut clock_check = ClockCheck::new(opts.fault_clock_jump_after);
         let outcome: anyhow::Result<()> = (|| {
             let ticks = crossbeam_channel::tick(Duration::from_secs(1));
             loop {
@@ -411,7 +414,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     recv(frames_rx) -> m => match m { Ok(m) => m, Err(_) => break },
                     recv(ticks) -> _ => {
                         // the broker alarm also while no frames come (signal lost)
-                        let events = analyzer.broker(link_down_for())?;
+                        let mut events = analyzer.broker(link_down_for())?;
+                        if let Some(jump) = clock_check.step() {
+                            tracing::warn!(jump_s = jump, "the wall clock jumped");
+                            events.push(analyzer.clock_jumped(jump)?);
+                        }
                         if !events.is_empty() {
                             deliver(&mut analyzer, events);
                             let _ = alarms_tx.send(analyzer.alarms());
@@ -713,6 +720,34 @@ fn forward_audit(cfg: &Config, outbox: &std::sync::Mutex<crate::outbox::Outbox>,
     outbox.lock().unwrap().append_msgs(&msgs, crate::record::now_ms())?;
     vakt_core::counters::write_durable(&mark, format!("{last}\n").as_bytes())?;
     Ok(msgs.len())
+}
+
+/// Watches the wall clock against the monotonic one, once a second (`clock_jumped`).
+struct ClockCheck {
+    start: Instant,
+    last: Option<(Instant, f64)>,
+    fault_after: Option<u64>,
+}
+
+impl ClockCheck {
+    /// A step larger than this between two checks is a jump.
+    const THRESHOLD_S: f64 = 2.0;
+
+    fn new(fault_after: Option<u64>) -> ClockCheck {
+        ClockCheck { start: Instant::now(), last: None, fault_after }
+    }
+
+    /// The jump since the last check, in seconds, if there was one.
+    fn step(&mut self) -> Option<f64> {
+        let now = Instant::now();
+        let mut wall = crate::record::now_ms() as f64 / 1000.0;
+        if self.fault_after.is_some_and(|s| now.duration_since(self.start).as_secs() >= s) {
+            wall += 3600.0;
+        }
+        let jump = self.last.map(|(t, w)| (wall - w) - now.duration_since(t).as_secs_f64());
+        self.last = Some((now, wall));
+        jump.filter(|j| j.abs() > Self::THRESHOLD_S)
+    }
 }
 
 /// How often at most an `events_dropped` report is made while drops go on.

@@ -126,6 +126,13 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     };
     // the same envelope again
     rejected(ok.to_string(), "nonce-hold-000001", "replayed");
+    // a snapshot is a redacted export: this box detects no people (and records nothing), so it
+    // refuses rather than send a picture it cannot mask
+    let snap = police.envelope("snapshot", json!({"at": rfc(now - Duration::from_secs(60))}), "nonce-snapshot-01", 120);
+    send(broker.port, &snap.to_string());
+    let r = reply(&sub, "nonce-snapshot-01");
+    assert_eq!(r["error"]["code"], "failed", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("redacted export"), "{r}");
     // unsigned
     let mut v = police.envelope("hold", hold_args.clone(), "nonce-unsigned-01", 120);
     v.as_object_mut().unwrap().remove("sig");
@@ -177,7 +184,8 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
     let audit = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
     let count = |a: &str| audit.lines().filter(|l| l.contains(&format!("\"{a}\""))).count();
-    assert_eq!(count("command.accepted"), 2, "hold and key_revoke");
+    assert_eq!(count("command.accepted"), 3, "hold, snapshot and key_revoke");
+    assert_eq!(count("command.failed"), 1, "the snapshot");
     assert_eq!(count("command.rejected"), 9);
     assert_eq!(count("hold.created"), 1);
     assert_eq!(count("keys.revoked"), 1);

@@ -424,3 +424,23 @@ fn the_box_connects_to_nothing_but_its_broker() {
     let others: Vec<&&str> = inet.iter().filter(|l| !(l.contains(&allowed) && l.contains("127.0.0.1"))).collect();
     assert!(others.is_empty(), "connections to anything but the broker: {others:#?}");
 }
+
+/// A step of the wall clock (here injected: the check sees +1 h) is reported as `clock_jumped`.
+#[test]
+fn a_wall_clock_step_is_reported() {
+    let broker = Mosquitto::start();
+    let cfg = TestConfig::new(&broker.url(), "test://ball?width=160&height=120&fps=15", "");
+    let sub = Subscriber::start(broker.port, "vakt/+/+/events");
+    let mut b = BoxProcess::start_with(&cfg.path, &["--fault-clock-jump-after", "3"]);
+    let jumped = |m: &Msg| m.payload.contains("\"clock_jumped\"");
+    assert!(sub.wait_for(jumped, Duration::from_secs(20)), "{}", b.log());
+    let e = sub.all().into_iter().find(|m| jumped(m)).unwrap().json();
+    assert_eq!(e["phase"], "instant");
+    let j = e["attrs"]["jump_s"].as_f64().unwrap();
+    assert!((3590.0..3610.0).contains(&j), "{e}");
+    // once: the clock runs steadily after the step
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sub.all().iter().filter(|m| jumped(m)).count(), 1);
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+}
