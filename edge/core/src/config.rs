@@ -274,6 +274,8 @@ pub struct Config {
     pub lines: Vec<Line>,
     /// sha256 of the file's bytes, hex: shown in the status message and the audit log.
     pub digest: String,
+    /// The file it was loaded from (None: parsed from text).
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -570,10 +572,65 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         expected: format!("cannot read the config file: {e}"),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base).map_err(|mut e| {
+    let text = with_overlay(&text, base)?;
+    let mut cfg = parse(&text, base).map_err(|mut e| {
         e.file = Some(path.to_path_buf());
         e
-    })
+    })?;
+    cfg.path = Some(path.to_path_buf());
+    Ok(cfg)
+}
+
+/// The file signed commands write (`state_dir/overlay.toml`): settings that replace the config
+/// file's (edge/docs/design/commands.md, "Changing the configuration").
+pub const OVERLAY_FILE: &str = "overlay.toml";
+
+/// Where the overlay of the config `text` (in `base`) lives.
+pub fn overlay_path(text: &str, base: &Path) -> Option<PathBuf> {
+    let v: toml::Table = toml::from_str(text).ok()?;
+    let dir = v
+        .get("box")
+        .and_then(|b| b.get("state_dir"))
+        .and_then(|d| d.as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
+    Some(resolve(base, dir).join(OVERLAY_FILE))
+}
+
+/// `text` with the overlay's tables merged in: a key in the overlay replaces the file's, arrays
+/// (masks, zones, lines) whole. Without an overlay, `text` unchanged.
+pub fn with_overlay(text: &str, base: &Path) -> Result<String, ConfigError> {
+    let Some(path) = overlay_path(text, base) else { return Ok(text.to_string()) };
+    let overlay = match std::fs::read_to_string(&path) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(text.to_string()),
+        Err(e) => {
+            return Err(ConfigError {
+                file: Some(path),
+                key: String::new(),
+                value: String::new(),
+                expected: format!("cannot read the overlay that signed commands wrote: {e}"),
+            });
+        }
+    };
+    let bad =
+        |e: String| ConfigError { file: Some(path.clone()), key: String::new(), value: String::new(), expected: e };
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| bad(format!("the config is not TOML: {e}")))?;
+    let over: toml::Table = toml::from_str(&overlay).map_err(|e| bad(format!("the overlay is not TOML: {e}")))?;
+    merge(&mut doc, over);
+    toml::to_string(&doc).map_err(|e| bad(format!("cannot merge the overlay: {e}")))
+}
+
+/// Merges `over` into `doc`: tables key by key, anything else (arrays included) replaced.
+pub fn merge(doc: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (doc.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(o)) => merge(d, o),
+            (_, v) => {
+                doc.insert(k, v);
+            }
+        }
+    }
 }
 
 /// Parses and validates config text. Relative paths resolve against `base`.
@@ -1039,6 +1096,7 @@ fn validate(raw: RawConfig, base: &Path, digest: String) -> Result<Config, Confi
         zones,
         lines,
         digest,
+        path: None,
     })
 }
 

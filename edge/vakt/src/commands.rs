@@ -55,17 +55,48 @@ impl Role {
         const READ: &[&str] = &["status", "holds", "list_tracks"];
         match self {
             Role::Administrator => true,
-            Role::SecurityUnit => READ.contains(&cmd) || ["hold", "release", "export", "snapshot"].contains(&cmd),
+            Role::SecurityUnit => {
+                READ.contains(&cmd)
+                    || [
+                        "hold",
+                        "release",
+                        "export",
+                        "snapshot",
+                        "recording",
+                        "retention",
+                        "masks",
+                        "zones",
+                        "lines",
+                        "relearn",
+                    ]
+                    .contains(&cmd)
+            }
             Role::Police => READ.contains(&cmd) || ["hold", "export", "snapshot"].contains(&cmd),
         }
     }
 }
 
 /// Commands this version carries out; the others of the contract are answered `not_supported`.
-pub const BUILT: &[&str] =
-    &["status", "holds", "hold", "release", "list_tracks", "export", "snapshot", "key_add", "key_revoke", "keys"];
+pub const BUILT: &[&str] = &[
+    "status",
+    "holds",
+    "hold",
+    "release",
+    "list_tracks",
+    "export",
+    "snapshot",
+    "key_add",
+    "key_revoke",
+    "keys",
+    "recording",
+    "retention",
+    "masks",
+    "zones",
+    "lines",
+    "relearn",
+];
 /// Part of the command contract, not built yet.
-pub const NOT_BUILT: &[&str] = &["recording", "retention", "masks", "zones", "lines", "relearn"];
+pub const NOT_BUILT: &[&str] = &[];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthorizedKey {
@@ -150,12 +181,18 @@ fn reject(code: &'static str, message: impl Into<String>) -> Rejected {
     Rejected { code, message: message.into() }
 }
 
+/// A signed `relearn` leaves this in the state directory; the next start learns the scene
+/// reference before it takes the camera, then removes it.
+pub const RELEARN_MARKER: &str = "relearn.requested";
+
 /// What the box needs to carry out commands.
 pub struct Commands {
     pub cfg: Config,
     pub service: Service,
     pub identity: Option<vakt_identity::Identity>,
     nonces: Mutex<Connection>,
+    /// Set when a command changed the configuration: the box restarts to apply it.
+    pub restart: std::sync::atomic::AtomicBool,
 }
 
 impl Commands {
@@ -166,7 +203,13 @@ impl Commands {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS nonce (nonce TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);",
         )?;
-        Ok(Commands { cfg: cfg.clone(), service, identity, nonces: Mutex::new(db) })
+        Ok(Commands {
+            cfg: cfg.clone(),
+            service,
+            identity,
+            nonces: Mutex::new(db),
+            restart: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Handles one message from `/cmd`; returns the reply for `/reply`.
@@ -282,6 +325,72 @@ impl Commands {
         Ok((key.role, env.args.clone()))
     }
 
+    /// Writes one setting into `state_dir/overlay.toml` after checking that the whole config with
+    /// it loads (a bad value is refused naming the key, and nothing changes); audits
+    /// `config.overlay_changed`; the box then restarts to apply it (`restart: true`).
+    fn change_config(&self, cmd: &str, args: &Value, issuer: &str) -> anyhow::Result<Value> {
+        let config_path = self.cfg.path.clone().ok_or_else(|| anyhow::anyhow!("the box's config file is not known"))?;
+        let text = std::fs::read_to_string(&config_path)?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let overlay_path = vakt_core::config::overlay_path(&text, base)
+            .ok_or_else(|| anyhow::anyhow!("the config file is not TOML"))?;
+        let mut overlay: toml::Table = match std::fs::read_to_string(&overlay_path) {
+            Ok(o) => toml::from_str(&o).with_context(|| format!("{} is not TOML", overlay_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let arg = |k: &str| args.get(k).cloned().ok_or_else(|| anyhow::anyhow!("`args.{k}`: missing"));
+        let to_toml = |v: Value, k: &str| {
+            toml::Value::try_from(v).map_err(|e| anyhow::anyhow!("`args.{k}`: cannot be a config value ({e})"))
+        };
+        let table = |o: &mut toml::Table, name: &str| -> toml::Table {
+            match o.remove(name) {
+                Some(toml::Value::Table(t)) => t,
+                _ => toml::Table::new(),
+            }
+        };
+        match cmd {
+            "recording" => {
+                let on = arg("on")?.as_bool().ok_or_else(|| anyhow::anyhow!("`args.on`: true or false"))?;
+                let mut st = table(&mut overlay, "storage");
+                st.insert("record".into(), on.into());
+                overlay.insert("storage".into(), st.into());
+            }
+            "retention" => {
+                let v = to_toml(arg("max_age")?, "max_age")?;
+                let mut st = table(&mut overlay, "storage");
+                st.insert("max_age".into(), v);
+                overlay.insert("storage".into(), st.into());
+            }
+            "masks" => {
+                let v = to_toml(arg("masks")?, "masks")?;
+                let mut pr = table(&mut overlay, "privacy");
+                pr.insert("masks".into(), v);
+                overlay.insert("privacy".into(), pr.into());
+            }
+            "zones" | "lines" => {
+                overlay.insert(cmd.into(), to_toml(arg(cmd)?, cmd)?);
+            }
+            other => anyhow::bail!("{other:?} does not change the configuration"),
+        }
+        let new_overlay = toml::to_string(&overlay)?;
+        // the whole config with the new overlay must load: checked on a copy, in place of the file
+        let merged = {
+            let mut doc: toml::Table = toml::from_str(&text)?;
+            vakt_core::config::merge(&mut doc, toml::from_str(&new_overlay)?);
+            toml::to_string(&doc)?
+        };
+        vakt_core::config::parse(&merged, base).map_err(|e| anyhow::anyhow!("the config would not load: {e}"))?;
+        crate::open_audit(&self.cfg)?.append(
+            "mqtt",
+            "config.overlay_changed",
+            json!({"cmd": cmd, "issuer": issuer, "args": args, "overlay": new_overlay}),
+        )?;
+        vakt_core::counters::write_durable(&overlay_path, new_overlay.as_bytes())?;
+        self.restart.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(json!({"overlay": overlay_path, "restart": true}))
+    }
+
     fn execute(&self, cmd: &str, args: &Value, issuer: &str, nonce: &str) -> anyhow::Result<Value> {
         let s = |k: &str| -> anyhow::Result<String> {
             args.get(k)
@@ -365,6 +474,15 @@ impl Commands {
                 anyhow::ensure!(revoke_key(&self.cfg, &name)?, "no key named {name:?}");
                 crate::open_audit(&self.cfg)?.append("mqtt", "keys.revoked", json!({"name": name, "by": issuer}))?;
                 Ok(json!({"revoked": name}))
+            }
+            "recording" | "retention" | "masks" | "zones" | "lines" => self.change_config(cmd, args, issuer),
+            "relearn" => {
+                // learned at the restart, before the box takes the camera (run.rs)
+                let marker = self.cfg.box_.state_dir.join(RELEARN_MARKER);
+                crate::open_audit(&self.cfg)?.append("mqtt", "tamper.relearn_requested", json!({"issuer": issuer}))?;
+                vakt_core::counters::write_durable(&marker, format!("{issuer}\n").as_bytes())?;
+                self.restart.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(json!({"restart": true}))
             }
             other => anyhow::bail!("{other:?} is not built"),
         }

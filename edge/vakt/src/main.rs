@@ -347,6 +347,10 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.is::<run::RestartToApply>() {
+                eprintln!("vakt: {e}");
+                return ExitCode::from(75);
+            }
             let usage = e.chain().any(|c| c.is::<UsageError>() || c.is::<config::ConfigError>());
             eprintln!("vakt: error: {e}");
             for cause in e.chain().skip(1) {

@@ -124,6 +124,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let state_dir = &cfg.box_.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    // a signed `relearn` asked for a new tamper reference: learned now, before the box takes the
+    // camera, as `vakt commission --force` would (the old reference stays if this fails)
+    let relearn = state_dir.join(crate::commands::RELEARN_MARKER);
+    if relearn.exists() {
+        tracing::warn!("a signed command asked to re-learn the scene reference: learning it now");
+        if let Err(e) = crate::commission::commission(&cfg, true) {
+            tracing::error!("re-learning the scene reference failed; the previous one stays: {e:#}");
+        }
+        std::fs::remove_file(&relearn).with_context(|| format!("cannot remove {}", relearn.display()))?;
+    }
     // a CLI command that opened the store of a stopped box (export, hold) holds the lock for
     // seconds: wait for it rather than fail the start
     let _lock = {
@@ -326,6 +336,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         })
     };
     // Signed commands from <prefix>/cmd, answered on <prefix>/reply (commands.rs)
+    let restart_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let command_task = {
         let service = crate::control::Service { store: store.clone(), cfg: cfg.clone(), actor: "mqtt" };
         let commands = Arc::new(crate::commands::Commands::open(
@@ -334,13 +345,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             vakt_identity::Identity::load(&state_dir.join("identity")).ok(),
         )?);
         let mut rx = mqtt.take_commands().expect("taken once");
-        let mqtt = mqtt.clone();
+        let (mqtt, cancel, restart) = (mqtt.clone(), cancel.clone(), restart_requested.clone());
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
                 let c = commands.clone();
                 let reply = tokio::task::spawn_blocking(move || c.handle(&p)).await.unwrap_or_default();
                 if !reply.is_empty() && !mqtt.publish_reply(reply) {
                     tracing::warn!("a command's answer could not be sent: the broker is unreachable");
+                }
+                if commands.restart.load(Ordering::SeqCst) {
+                    tracing::warn!("a signed command changed the configuration: restarting to apply it");
+                    restart.store(true, Ordering::SeqCst);
+                    cancel.cancel();
+                    break;
                 }
             }
         })
@@ -664,6 +681,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("MQTT link still shared at shutdown; not disconnecting cleanly"),
     }
     tracing::info!("stopped");
+    if restart_requested.load(Ordering::SeqCst) {
+        return Err(RestartToApply.into());
+    }
     outcome.unwrap_or(Ok(()))
 }
 
@@ -721,6 +741,12 @@ fn forward_audit(cfg: &Config, outbox: &std::sync::Mutex<crate::outbox::Outbox>,
     vakt_core::counters::write_durable(&mark, format!("{last}\n").as_bytes())?;
     Ok(msgs.len())
 }
+
+/// The box stopped so that its service manager starts it again with a configuration a signed
+/// command changed: exit status 75 (EX_TEMPFAIL), which systemd's `Restart=on-failure` restarts.
+#[derive(Debug, thiserror::Error)]
+#[error("restarting to apply a configuration change made by a signed command")]
+pub struct RestartToApply;
 
 /// Watches the wall clock against the monotonic one, once a second (`clock_jumped`).
 struct ClockCheck {

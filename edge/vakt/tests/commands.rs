@@ -201,3 +201,77 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     unique.dedup();
     assert_eq!(unique, seqs, "forwarded twice or out of order");
 }
+
+/// Configuration commands: checked against the whole config before anything changes, written to
+/// the overlay, audited; the box restarts (exit 75, systemd starts it again) and runs with them.
+#[test]
+fn a_configuration_command_is_checked_applied_after_a_restart_and_audited() {
+    let broker = Mosquitto::start();
+    let cfg = TestConfig::new(&broker.url(), "test://smpte?width=320&height=240&fps=15", "");
+    let vakt_ok = |args: &[&str]| {
+        let out = vakt().arg("--config").arg(&cfg.path).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    vakt_ok(&["provision"]);
+    let (unit, police) = (Issuer::new("unit-1"), Issuer::new("police-1"));
+    let d = cfg.dir.path();
+    vakt_ok(&[
+        "keys",
+        "add",
+        "--name",
+        "unit-1",
+        "--role",
+        "security_unit",
+        "--key",
+        unit.pem_file(d).to_str().unwrap(),
+    ]);
+    vakt_ok(&["keys", "add", "--name", "police-1", "--role", "police", "--key", police.pem_file(d).to_str().unwrap()]);
+    let sub = Subscriber::start(broker.port, "vakt/#");
+    let mut b = BoxProcess::start(&cfg.path);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // the police may not change the configuration; a value out of range changes nothing
+    send(broker.port, &police.envelope("retention", json!({"max_age": "2h"}), "nonce-cfg-police-1", 120).to_string());
+    assert_eq!(reply(&sub, "nonce-cfg-police-1")["error"]["code"], "forbidden");
+    send(broker.port, &unit.envelope("retention", json!({"max_age": "30d"}), "nonce-cfg-toolong", 120).to_string());
+    let r = reply(&sub, "nonce-cfg-toolong");
+    assert_eq!(r["error"]["code"], "failed", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("storage.max_age"), "{r}");
+    assert!(!cfg.state_dir().join("overlay.toml").exists());
+
+    // a good one: answered, then the box restarts to apply it
+    send(broker.port, &unit.envelope("retention", json!({"max_age": "2h"}), "nonce-cfg-retention", 120).to_string());
+    let r = reply(&sub, "nonce-cfg-retention");
+    assert_eq!((r["ok"].clone(), r["result"]["restart"].clone()), (json!(true), json!(true)), "{r}");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(75), "{}", b.log());
+    let since = sub.all().len();
+    let mut b = BoxProcess::start(&cfg.path);
+    let applied = |m: &Msg| m.topic.ends_with("/status") && m.payload.contains("\"retention\":\"2h\"");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !sub.all().iter().skip(since).any(applied) {
+        assert!(std::time::Instant::now() < until, "the new retention is not in force\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // re-learning the tamper reference: at the restart, before the box takes the camera (colour
+    // bars: a view commissioning accepts; the dark ball pattern it refuses, and the box says so)
+    send(broker.port, &unit.envelope("relearn", json!({}), "nonce-cfg-relearn01", 120).to_string());
+    assert_eq!(reply(&sub, "nonce-cfg-relearn01")["ok"], true);
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(75), "{}", b.log());
+    let mut b = BoxProcess::start(&cfg.path);
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !b.log().contains("connected to the MQTT broker") {
+        assert!(std::time::Instant::now() < until, "{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!cfg.state_dir().join("relearn.requested").exists(), "the request outlived the restart");
+    let log = b.log();
+    assert!(!log.contains("re-learning the scene reference failed"), "{log}");
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.log());
+    let audit = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
+    assert_eq!(audit.lines().filter(|l| l.contains("\"tamper.relearn_requested\"")).count(), 1);
+    assert_eq!(audit.lines().filter(|l| l.contains("\"tamper.reference.learned\"")).count(), 1, "{audit}");
+    assert_eq!(audit.lines().filter(|l| l.contains("\"config.overlay_changed\"")).count(), 1);
+    // the restarted box audits the configuration it now runs
+    assert!(audit.lines().filter(|l| l.contains("\"config.changed\"")).count() >= 2, "{audit}");
+}
