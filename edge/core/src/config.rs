@@ -603,13 +603,18 @@ pub fn with_overlay(text: &str, base: &Path) -> Result<String, ConfigError> {
     let Some(path) = overlay_path(text, base) else { return Ok(text.to_string()) };
     let overlay = match std::fs::read_to_string(&path) {
         Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(text.to_string()),
+        // no state directory yet, or a path that is not one (vakt doctor reports that): no overlay
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(text.to_string());
+        }
         Err(e) => {
             return Err(ConfigError {
                 file: Some(path),
                 key: String::new(),
                 value: String::new(),
-                expected: format!("cannot read the overlay that signed commands wrote: {e}"),
+                expected: format!(
+                    "cannot read the overlay that signed commands wrote: {e} (run as root or as the box's user, which can read the state directory)"
+                ),
             });
         }
     };

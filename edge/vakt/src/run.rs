@@ -129,10 +129,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let relearn = state_dir.join(crate::commands::RELEARN_MARKER);
     if relearn.exists() {
         tracing::warn!("a signed command asked to re-learn the scene reference: learning it now");
+        // removed first: a start that is killed while learning must not learn again and again
+        std::fs::remove_file(&relearn).with_context(|| format!("cannot remove {}", relearn.display()))?;
         if let Err(e) = crate::commission::commission(&cfg, true) {
             tracing::error!("re-learning the scene reference failed; the previous one stays: {e:#}");
+            crate::open_audit(&cfg)?.append("box", "tamper.relearn_failed", json!({"error": format!("{e:#}")}))?;
         }
-        std::fs::remove_file(&relearn).with_context(|| format!("cannot remove {}", relearn.display()))?;
     }
     // a CLI command that opened the store of a stopped box (export, hold) holds the lock for
     // seconds: wait for it rather than fail the start
