@@ -183,9 +183,11 @@ mod tests {
         let mut stage = RedactionStage::new(&cfg, None, Pairing::Live);
         let person = [0.1f32, 0.1, 0.2, 0.3];
         let (mut fulls, mut analysed, mut out) = (0u64, 0u64, Vec::new());
-        let until = Instant::now() + Duration::from_secs(3);
+        // 3 s at least; on a loaded machine up to 10 s, until a full frame went out without its
+        // own analysis (what this test is about)
+        let (until, hard) = (Instant::now() + Duration::from_secs(3), Instant::now() + Duration::from_secs(10));
         let rx = capture.receiver().clone();
-        while Instant::now() < until {
+        while Instant::now() < until || (stage.substituted() == 0 && Instant::now() < hard) {
             match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
                 CaptureMsg::Frame(f) => {
                     analysed += 1;
