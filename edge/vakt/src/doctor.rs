@@ -66,9 +66,11 @@ pub fn run(cfg: &Config, opts: &DoctorOptions) -> Vec<Check> {
     out.push(camera(cfg, opts.camera_timeout));
     out.push(broker(cfg, opts.broker_timeout));
     out.push(clock(opts.fault_clock_unsynced));
-    out.push(disk(&cfg.box_.state_dir));
+    // The state directory holds the outbox, which may grow to its bound while the broker is away;
+    // the ring buffer sizes itself to the space it finds, so it needs only the floor.
+    out.push(disk(&cfg.box_.state_dir, DISK_FLOOR + cfg.mqtt.outbox_max_bytes));
     if cfg.storage.record && !cfg.storage.dir.starts_with(&cfg.box_.state_dir) {
-        out.push(disk(&cfg.storage.dir));
+        out.push(disk(&cfg.storage.dir, DISK_FLOOR));
     }
     out.extend(model_checks(cfg));
     out.push(key_provider(cfg));
@@ -364,7 +366,12 @@ fn clock_state(fault_unsynced: bool) -> ClockState {
     ClockState { kernel_unsynced, timesyncd_synced, year }
 }
 
-fn disk(dir: &Path) -> Check {
+/// Free space below which a directory of the box fails `disk`: room for the databases, the audit
+/// log and a few recorded segments. An absolute figure, not a share: the ring buffer takes 80 % of
+/// what it finds, so a big card with a few GiB free is healthy and a share would fail it.
+const DISK_FLOOR: u64 = 256 << 20;
+
+fn disk(dir: &Path, need: u64) -> Check {
     let fix_dir = format!(
         "{} must be a writable directory (box.state_dir, storage.dir; systemd's StateDirectory=vakt makes /var/lib/vakt)",
         dir.display()
@@ -388,10 +395,10 @@ fn disk(dir: &Path) -> Check {
         Some((free, total)) => {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             let detail = format!("{} writable; {:.1} GiB free of {:.1} GiB", dir.display(), gib(free), gib(total));
-            if free < 256 << 20 || (total > 0 && free * 100 / total < 5) {
+            if free < need {
                 Check::fail(
                     "disk",
-                    detail,
+                    format!("{detail}, less than the {} MiB the box needs here", need >> 20),
                     "free space on this file system (or move box.state_dir to one with room): the box's records need it",
                 )
             } else {
