@@ -2,9 +2,10 @@
 //! broker shapes it over MQTT (ONVIF Core, "Event broker"; used by Profile M), so that a video
 //! management system that speaks ONVIF consumes Vakt without glue:
 //!
-//! - topic `<prefix>/onvif-ej/<ONVIF topic>/&<camera>[/<zone>]` (the `tns1:` prefix dropped; the
-//!   source values joined by `/`);
-//! - payload `{"UtcTime", "Source": {"VideoSource", "Rule"?}, "Data": {...}}`;
+//! - topic `<prefix>/onvif-ej/<ONVIF topic>/&<camera>[/<zone>][/<class>]` (the `tns1:` prefix
+//!   dropped; the source values joined by `/`; the class only for `presence`, which is one
+//!   property per zone and class);
+//! - payload `{"UtcTime", "Source": {"VideoSource", "Rule"?, "ClassType"?}, "Data": {...}}`;
 //! - a condition with a start and an end is a property: its start and updates are retained, its
 //!   end is sent with the state false and then cleared with a zero-byte retained message;
 //! - a momentary event (`line_crossed`, `events_dropped`) is sent once, not retained.
@@ -20,6 +21,14 @@ pub fn messages(e: &Event, prefix: &str) -> Vec<(String, Vec<u8>, bool)> {
     if let Some(z) = &e.zone {
         topic = format!("{topic}/{z}");
         source["Rule"] = z.clone().into();
+    }
+    // Presence is open per zone and class at once: without the class in the topic, the end of one
+    // class's event would clear the retained value of another's that is still open.
+    if e.kind == EventKind::Presence
+        && let Some(class) = e.attrs.get("class").and_then(Value::as_str)
+    {
+        topic = format!("{topic}/{class}");
+        source["ClassType"] = class.into();
     }
     let active = e.phase != Phase::End;
     let data = match e.kind {
@@ -72,5 +81,28 @@ mod tests {
         assert_eq!(tamper[0].0, "p/onvif-ej/VideoSource/ImageTooDark/&cam0");
         let line = messages(&event("line_crossed", "instant", Some("gate")), "p");
         assert_eq!((line.len(), line[0].2), (1, false));
+    }
+
+    #[test]
+    fn presence_of_two_classes_in_one_zone_are_two_properties() {
+        let mut person = event("presence", "start", Some("door"));
+        person.attrs.insert("class".into(), "person".into());
+        let mut car = event("presence", "end", Some("door"));
+        car.attrs.insert("class".into(), "car".into());
+        let (p, c) = (messages(&person, "p"), messages(&car, "p"));
+        assert_eq!(p[0].0, "p/onvif-ej/RuleEngine/FieldDetector/ObjectsInside/&cam0/door/person");
+        // the car's end clears the car's retained value, not the person's
+        assert_eq!(c[1].0, "p/onvif-ej/RuleEngine/FieldDetector/ObjectsInside/&cam0/door/car");
+        let v: Value = serde_json::from_slice(&p[0].1).unwrap();
+        assert_eq!(v["Source"], json!({"VideoSource": "cam0", "Rule": "door", "ClassType": "person"}));
+        let whole_frame = messages(
+            &{
+                let mut e = event("presence", "start", None);
+                e.attrs.insert("class".into(), "car".into());
+                e
+            },
+            "p",
+        );
+        assert_eq!(whole_frame[0].0, "p/onvif-ej/RuleEngine/FieldDetector/ObjectsInside/&cam0/car");
     }
 }
