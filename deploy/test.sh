@@ -37,7 +37,7 @@ stage fmt        cargo fmt --all -- --check
 stage build      cargo build --release --workspace --all-targets --locked
 stage test       cargo test --release --workspace --locked
 # clippy in the release profile reuses the build scripts the build stage ran (OpenCV bindings,
-# aws-lc): 74 s instead of 314 s on a fresh clone
+# ring): 74 s instead of 314 s on a fresh clone
 stage clippy     cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # libFuzzer on the config parser and the command envelope, 30 s each (installs cargo-fuzz once)
 stage fuzz       bash deploy/fuzz.sh
