@@ -673,6 +673,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     }
                     open_audit(&cfg)?.append("cli", "keys.revoked", json!({"name": name, "by": by}))?;
                     println!("revoked {name}");
+                    let left = commands::load_keys(&commands::keys_path(&cfg))?;
+                    if !left.keys.iter().any(|k| k.role == commands::Role::Administrator) {
+                        eprintln!(
+                            "vakt: warning: no administrator key is left: signed commands can no longer add or \
+                             revoke keys; authorise one here with `vakt keys add --role administrator`"
+                        );
+                    }
                 }
             }
             Ok(())

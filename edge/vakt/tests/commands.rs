@@ -192,6 +192,12 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
     let out = vakt().arg("--config").arg(&cfg.path).args(["keys", "list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("admin-1") && !listed.contains("police-1"), "{listed}");
+    // a technician may revoke the last administrator at the box, and is told what that means
+    let out = vakt().arg("--config").arg(&cfg.path).args(["keys", "revoke", "--name", "admin-1"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no administrator key is left"), "{out:?}");
+    let out = vakt().arg("--config").arg(&cfg.path).args(["keys", "revoke", "--name", "admin-1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name \"admin-1\": no such key"), "{out:?}");
     // every forwarded entry is a line of the log, as written; none twice
     let seqs: Vec<u64> = audit_sub.all().iter().map(|m| m.json()["seq"].as_u64().unwrap()).collect();
     for m in audit_sub.all() {
