@@ -323,13 +323,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // The audit log to <prefix>/audit: new entries go through the outbox (never dropped), so the
     // security unit sees every access, export and change where it keeps its records
     let audit_task = {
-        let (cfg, outbox, wake) = (cfg.clone(), outbox.clone(), outbox_wake.clone());
-        let topic = mqtt.topics.audit.clone();
+        let (outbox, wake) = (outbox.clone(), outbox_wake.clone());
+        let mut forwarder = AuditForwarder::new(&cfg, &mqtt.topics.audit);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(2));
             loop {
                 every.tick().await;
-                match tokio::task::block_in_place(|| forward_audit(&cfg, &outbox, &topic)) {
+                match tokio::task::block_in_place(|| forwarder.forward(&outbox)) {
                     Ok(0) => {}
                     Ok(_) => wake.notify_one(),
                     Err(e) => tracing::error!("cannot forward the audit log: {e:#}"),
@@ -707,41 +707,88 @@ fn open_outbox(cfg: &Config) -> anyhow::Result<(crate::outbox::Outbox, u64)> {
     Ok((ob, dropped))
 }
 
-/// Commits the audit entries not yet forwarded to the outbox (topic `<prefix>/audit`, one entry
-/// per message, exactly as in the log), then records the last seq forwarded
-/// (`state_dir/audit.forwarded`). A crash between the two forwards some entries twice; consumers
-/// de-duplicate by the entry's `seq`. Returns how many it forwarded.
-fn forward_audit(cfg: &Config, outbox: &std::sync::Mutex<crate::outbox::Outbox>, topic: &str) -> anyhow::Result<usize> {
-    let mark = cfg.box_.state_dir.join("audit.forwarded");
-    let done: u64 = std::fs::read_to_string(&mark).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    let text = match std::fs::read_to_string(crate::audit_path(cfg)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut msgs = Vec::new();
-    let mut last = done;
-    for line in text.lines() {
-        let Some(seq) = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["seq"].as_u64()) else {
-            continue; // a torn last line: the log's own recovery deals with it
-        };
-        if seq > done {
-            msgs.push(crate::outbox::Msg {
-                seq,
-                class: crate::outbox::Class::Report,
-                payload: line.as_bytes().to_vec(),
-                topic: Some(topic.to_string()),
-                retain: false,
-            });
-            last = last.max(seq);
+/// Forwards the audit log to the outbox (topic `<prefix>/audit`, one entry per message, exactly
+/// as in the log), reading only what was appended since its last call: the log grows for the
+/// box's life, and the forwarder looks every 2 s.
+struct AuditForwarder {
+    log: std::path::PathBuf,
+    /// The last seq forwarded, durable (`state_dir/audit.forwarded`).
+    mark: std::path::PathBuf,
+    topic: String,
+    /// Bytes of the log read, and the last line read (with its newline): a log whose bytes before
+    /// that offset are not that line was replaced, and is read from its start again.
+    at: Option<(u64, Vec<u8>)>,
+}
+
+impl AuditForwarder {
+    fn new(cfg: &Config, topic: &str) -> AuditForwarder {
+        AuditForwarder {
+            log: crate::audit_path(cfg),
+            mark: cfg.box_.state_dir.join("audit.forwarded"),
+            topic: topic.to_string(),
+            at: None,
         }
     }
-    if msgs.is_empty() {
-        return Ok(0);
+
+    /// Commits the entries after the mark to the outbox, then records the last seq forwarded. A
+    /// crash between the two forwards some entries twice; consumers de-duplicate by the entry's
+    /// `seq`. Returns how many it forwarded.
+    fn forward(&mut self, outbox: &std::sync::Mutex<crate::outbox::Outbox>) -> anyhow::Result<usize> {
+        use std::io::{Read, Seek};
+        use std::os::unix::fs::FileExt;
+        let done: u64 = std::fs::read_to_string(&self.mark).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let mut f = match std::fs::File::open(&self.log) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.at = None;
+                return Ok(0);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open {}", self.log.display()))),
+        };
+        let from = match &self.at {
+            Some((read, tail)) if *read >= tail.len() as u64 => {
+                let mut seen = vec![0u8; tail.len()];
+                match f.read_exact_at(&mut seen, read - tail.len() as u64) {
+                    Ok(()) if seen == *tail => *read,
+                    _ => 0,
+                }
+            }
+            _ => 0,
+        };
+        f.seek(std::io::SeekFrom::Start(from))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        // whole lines only: a line being written is read at the next call
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut msgs = Vec::new();
+        let mut last = done;
+        for line in buf[..complete].split(|&b| b == b'\n') {
+            let Some(seq) = serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["seq"].as_u64())
+            else {
+                continue; // a torn line: the log's own recovery deals with it
+            };
+            if seq > done {
+                msgs.push(crate::outbox::Msg {
+                    seq,
+                    class: crate::outbox::Class::Report,
+                    payload: line.to_vec(),
+                    topic: Some(self.topic.clone()),
+                    retain: false,
+                });
+                last = last.max(seq);
+            }
+        }
+        if !msgs.is_empty() {
+            outbox.lock().unwrap().append_msgs(&msgs, crate::record::now_ms())?;
+            vakt_core::counters::write_durable(&self.mark, format!("{last}\n").as_bytes())?;
+        }
+        // only once committed: after an error the same lines are read again
+        if complete > 0 {
+            let start = buf[..complete - 1].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            self.at = Some((from + complete as u64, buf[start..complete].to_vec()));
+        }
+        Ok(msgs.len())
     }
-    outbox.lock().unwrap().append_msgs(&msgs, crate::record::now_ms())?;
-    vakt_core::counters::write_durable(&mark, format!("{last}\n").as_bytes())?;
-    Ok(msgs.len())
 }
 
 /// The box stopped so that its service manager starts it again with a configuration a signed
@@ -896,4 +943,51 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_audit_forwarder_reads_what_was_appended_and_a_replaced_log_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox =
+            std::sync::Mutex::new(crate::outbox::Outbox::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap());
+        let log = dir.path().join("audit.log");
+        let mut fw = AuditForwarder {
+            log: log.clone(),
+            mark: dir.path().join("audit.forwarded"),
+            topic: "p/audit".into(),
+            at: None,
+        };
+        let entry = |seq: u64| format!("{{\"seq\":{seq},\"action\":\"a\"}}\n");
+        assert_eq!(fw.forward(&outbox).unwrap(), 0, "no log yet");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        f.write_all(format!("{}{}{{\"seq\":3,\"act", entry(1), entry(2)).as_bytes()).unwrap();
+        assert_eq!(fw.forward(&outbox).unwrap(), 2, "the line being written waits");
+        f.write_all(b"ion\":\"a\"}\n").unwrap();
+        f.write_all(entry(4).as_bytes()).unwrap();
+        assert_eq!(fw.forward(&outbox).unwrap(), 2);
+        assert_eq!(fw.forward(&outbox).unwrap(), 0, "nothing new");
+        let seqs = |o: &std::sync::Mutex<crate::outbox::Outbox>| {
+            o.lock().unwrap().all().unwrap().iter().map(|r| r.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&outbox), [1, 2, 3, 4]);
+        let rows = outbox.lock().unwrap().all().unwrap();
+        assert_eq!(rows[2].payload, br#"{"seq":3,"action":"a"}"#, "the line as written");
+        assert_eq!(rows[2].topic.as_deref(), Some("p/audit"));
+        // the mark survives a restart: a new forwarder sends nothing again
+        fw.at = None;
+        assert_eq!(fw.forward(&outbox).unwrap(), 0);
+        // a replaced log is read from its start, not from the old offset (which here falls inside
+        // the new log's first line): only seqs past the mark go
+        assert_eq!(fw.forward(&outbox).unwrap(), 0);
+        std::fs::remove_file(&log).unwrap();
+        let long = |seq: u64| format!("{{\"seq\":{seq},\"action\":\"{}\"}}\n", "x".repeat(200));
+        std::fs::write(&log, format!("{}{}{}", entry(3), long(5), long(6))).unwrap();
+        assert_eq!(fw.forward(&outbox).unwrap(), 2);
+        assert_eq!(seqs(&outbox), [1, 2, 3, 4, 5, 6]);
+    }
 }
