@@ -188,11 +188,6 @@ impl Mqtt {
         self.commands.lock().unwrap().take()
     }
 
-    /// An answer on `<prefix>/reply` (QoS 1, while connected; not kept across an outage).
-    pub fn publish_reply(&self, payload: Vec<u8>) -> bool {
-        submit(&self.client, &self.gate, None, &self.topics.reply, QoS::AtLeastOnce, false, payload, None)
-    }
-
     /// Sends the outbox (QoS 1, commit order) for as long as the box runs: every row not yet
     /// acknowledged is handed to rumqttc once per session; a PUBACK deletes its row. Returns when
     /// `stop` is set and the outbox is empty (the caller bounds the wait).

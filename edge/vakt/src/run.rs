@@ -347,13 +347,29 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             vakt_identity::Identity::load(&state_dir.join("identity")).ok(),
         )?);
         let mut rx = mqtt.take_commands().expect("taken once");
-        let (mqtt, cancel, restart) = (mqtt.clone(), cancel.clone(), restart_requested.clone());
+        let (outbox, wake, cancel, restart) =
+            (outbox.clone(), outbox_wake.clone(), cancel.clone(), restart_requested.clone());
+        let topic = mqtt.topics.reply.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
                 let c = commands.clone();
                 let reply = tokio::task::spawn_blocking(move || c.handle(&p)).await.unwrap_or_default();
-                if !reply.is_empty() && !mqtt.publish_reply(reply) {
-                    tracing::warn!("a command's answer could not be sent: the broker is unreachable");
+                // the answer goes through the outbox like the audit entries (never dropped): a
+                // link lost right after the command, or a restart to apply it, delays it only
+                if !reply.is_empty() {
+                    let msg = crate::outbox::Msg {
+                        seq: 0,
+                        class: crate::outbox::Class::Report,
+                        payload: reply,
+                        topic: Some(topic.clone()),
+                        retain: false,
+                    };
+                    match tokio::task::block_in_place(|| {
+                        outbox.lock().unwrap().append_msgs(&[msg], crate::record::now_ms())
+                    }) {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => tracing::error!("cannot keep a command's answer in the outbox: {e}"),
+                    }
                 }
                 if commands.restart.load(Ordering::SeqCst) {
                     tracing::warn!("a signed command changed the configuration: restarting to apply it");
