@@ -4,8 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use support::*;
 
@@ -69,63 +68,24 @@ fn pki() -> Pki {
 }
 
 /// mosquitto with a TLS listener on a free port (retried when another test takes the port).
-struct TlsBroker {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsBroker {
-    fn start(p: &Pki) -> TlsBroker {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in [("ca.pem", &p.ca_pem), ("server.pem", &p.server_pem), ("server.key", &p.server_key)] {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        for _ in 0..10 {
-            let port = free_port();
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n\
-                     cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\n",
-                    d = dir.path().display()
-                ),
-            )
-            .unwrap();
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto is installed (deploy/setup-dev.sh)");
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            std::thread::sleep(Duration::from_millis(150));
-            if child.try_wait().unwrap().is_none() {
-                return TlsBroker { port, child, _dir: dir };
-            }
-        }
-        panic!("could not start a TLS mosquitto");
+fn tls_broker(p: &Pki) -> Mosquitto {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("ca.pem", &p.ca_pem), ("server.pem", &p.server_pem), ("server.key", &p.server_key)] {
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
-}
-
-impl Drop for TlsBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let d = dir.path().display().to_string();
+    Mosquitto::with_conf(dir, |port| {
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
+        )
+    })
 }
 
 #[test]
 fn a_healthy_box_passes_every_check_it_can() {
     let p = pki();
-    let broker = TlsBroker::start(&p);
+    let broker = tls_broker(&p);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
     // A custom board whose "camera" is GStreamer's test source: camera:// goes through the
@@ -212,7 +172,7 @@ fn every_failing_check_says_what_is_wrong_and_what_to_do() {
 #[test]
 fn an_untrusted_broker_certificate_fails_with_advice() {
     let served = pki();
-    let broker = TlsBroker::start(&served);
+    let broker = tls_broker(&served);
     let other = pki(); // the box trusts a different CA
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &other.ca_pem).unwrap();

@@ -74,9 +74,7 @@ impl Ca {
 
 /// mosquitto from deploy/mosquitto (vakt.conf with its paths and port replaced, acl.example).
 struct Broker {
-    port: u16,
-    child: Child,
-    dir: tempfile::TempDir,
+    m: Mosquitto,
 }
 
 impl Broker {
@@ -92,9 +90,8 @@ impl Broker {
                 std::fs::write(dir.path().join(n), t).unwrap();
             }
         }
-        for _ in 0..10 {
-            let port = free_port();
-            let conf = match tls {
+        let m = Mosquitto::with_conf(dir, |port| {
+            let listener = match tls {
                 Some(_) => template
                     .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
                     .replace("/etc/mosquitto/certs/broker.crt", &format!("{d}/broker.crt"))
@@ -103,39 +100,23 @@ impl Broker {
                     .replace("/etc/mosquitto/ca/vakt-ca.crl", &format!("{d}/ca.crl"))
                     .replace("/etc/mosquitto/vakt.acl", &format!("{d}/vakt.acl")),
                 None => format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-            } + "\npersistence false\nlog_dest none\n";
-            std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(dir.path().join("mosquitto.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            std::thread::sleep(Duration::from_millis(150));
-            if child.try_wait().unwrap().is_none() {
-                return Broker { port, child, dir };
-            }
-        }
-        panic!("mosquitto did not start with deploy/mosquitto/vakt.conf");
+            };
+            listener + "\npersistence false\nlog_dest none\n"
+        });
+        Broker { m }
     }
 
     fn url(&self) -> String {
-        format!("mqtts://127.0.0.1:{}", self.port)
+        format!("mqtts://127.0.0.1:{}", self.m.port)
     }
 
     /// mosquitto_sub/pub arguments for a client with this certificate (None: anonymous).
     fn client_args(&self, who: Option<&(String, String)>, name: &str) -> Vec<String> {
-        let mut a = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string(), "-q".into(), "1".into()];
-        a.extend(["--cafile".into(), self.dir.path().join("ca.crt").display().to_string()]);
+        let mut a =
+            vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.m.port.to_string(), "-q".into(), "1".into()];
+        a.extend(["--cafile".into(), self.m.dir().join("ca.crt").display().to_string()]);
         if let Some((cert, key)) = who {
-            let (c, k) = (self.dir.path().join(format!("{name}.crt")), self.dir.path().join(format!("{name}.key")));
+            let (c, k) = (self.m.dir().join(format!("{name}.crt")), self.m.dir().join(format!("{name}.key")));
             std::fs::write(&c, cert).unwrap();
             std::fs::write(&k, key).unwrap();
             a.extend(["--cert".into(), c.display().to_string(), "--key".into(), k.display().to_string()]);
@@ -170,13 +151,6 @@ impl Broker {
             .status()
             .unwrap()
             .success()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -66,7 +66,7 @@ fn wait_port(port: u16, up: bool, timeout: Duration) -> bool {
 pub struct Mosquitto {
     pub port: u16,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     conf: PathBuf,
 }
 
@@ -75,8 +75,20 @@ impl Mosquitto {
     /// broker that loses the race exits at once, so a start only counts when our own process is
     /// still running after the port answers.
     pub fn start() -> Mosquitto {
+        Self::with_conf(tempfile::tempdir().unwrap(), |port| {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
+        })
+    }
+
+    /// Starts on a free port with the configuration `conf` gives for that port, written into
+    /// `dir` (which also holds the files the configuration names, and lives as long as the broker).
+    pub fn with_conf(dir: tempfile::TempDir, conf: impl Fn(u16) -> String) -> Mosquitto {
+        let path = dir.path().join("mosquitto.conf");
+        let mut m = Mosquitto { port: 0, child: None, dir, conf: path };
         for _ in 0..10 {
-            let mut m = Self::start_on(free_port());
+            m.port = free_port();
+            std::fs::write(&m.conf, conf(m.port)).unwrap();
+            m.restart();
             std::thread::sleep(Duration::from_millis(150));
             if m.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none()) {
                 return m;
@@ -93,9 +105,14 @@ impl Mosquitto {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
         )
         .unwrap();
-        let mut m = Mosquitto { port, child: None, _dir: dir, conf };
+        let mut m = Mosquitto { port, child: None, dir, conf };
         m.restart();
         m
+    }
+
+    /// The directory of the broker's configuration.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
