@@ -534,4 +534,19 @@ mod tests {
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(c.detail.contains("1970"));
     }
+
+    /// The floor is an amount, not a share of the file system: measured on the real one here.
+    #[test]
+    fn disk_fails_below_what_the_box_needs_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, _) = free_bytes(dir.path()).unwrap();
+        assert_eq!(disk(dir.path(), free / 2).verdict, Verdict::Ok);
+        let c = disk(dir.path(), free + (1 << 40));
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(
+            c.detail.contains(&format!("less than the {} MiB the box needs here", (free + (1 << 40)) >> 20)),
+            "{}",
+            c.detail
+        );
+    }
 }
