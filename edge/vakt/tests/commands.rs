@@ -66,6 +66,17 @@ fn reply(sub: &Subscriber, nonce: &str) -> Value {
     reply_after(sub, nonce, 0)
 }
 
+fn vakt_ok(cfg: &TestConfig, args: &[&str]) {
+    let out = vakt().arg("--config").arg(&cfg.path).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `vakt keys add` for the issuer under its name, with `role`.
+fn authorise(cfg: &TestConfig, issuer: &Issuer, role: &str) {
+    let key = issuer.pem_file(cfg.dir.path());
+    vakt_ok(cfg, &["keys", "add", "--name", issuer.name, "--role", role, "--key", key.to_str().unwrap()]);
+}
+
 fn replies(sub: &Subscriber, nonce: &str) -> usize {
     sub.all().iter().filter(|m| m.topic.ends_with("/reply") && m.payload.contains(nonce)).count()
 }
@@ -74,24 +85,10 @@ fn replies(sub: &Subscriber, nonce: &str) -> usize {
 fn commands_are_authenticated_authorised_answered_and_audited() {
     let broker = Mosquitto::start();
     let cfg = TestConfig::new(&broker.url(), "test://ball?width=160&height=120&fps=15", "");
-    let vakt_ok = |args: &[&str]| {
-        let out = vakt().arg("--config").arg(&cfg.path).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    vakt_ok(&["provision"]);
+    vakt_ok(&cfg, &["provision"]);
     let (police, admin, stranger) = (Issuer::new("police-1"), Issuer::new("admin-1"), Issuer::new("police-1"));
-    let d = cfg.dir.path();
-    vakt_ok(&["keys", "add", "--name", "police-1", "--role", "police", "--key", police.pem_file(d).to_str().unwrap()]);
-    vakt_ok(&[
-        "keys",
-        "add",
-        "--name",
-        "admin-1",
-        "--role",
-        "administrator",
-        "--key",
-        admin.pem_file(d).to_str().unwrap(),
-    ]);
+    authorise(&cfg, &police, "police");
+    authorise(&cfg, &admin, "administrator");
     let box_pub = std::fs::read_to_string(cfg.state_dir().join("identity/signing.pub")).unwrap();
 
     let sub = Subscriber::start(broker.port, "vakt/+/+/reply");
@@ -214,24 +211,10 @@ fn commands_are_authenticated_authorised_answered_and_audited() {
 fn a_configuration_command_is_checked_applied_after_a_restart_and_audited() {
     let broker = Mosquitto::start();
     let cfg = TestConfig::new(&broker.url(), "test://smpte?width=320&height=240&fps=15", "");
-    let vakt_ok = |args: &[&str]| {
-        let out = vakt().arg("--config").arg(&cfg.path).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    vakt_ok(&["provision"]);
+    vakt_ok(&cfg, &["provision"]);
     let (unit, police) = (Issuer::new("unit-1"), Issuer::new("police-1"));
-    let d = cfg.dir.path();
-    vakt_ok(&[
-        "keys",
-        "add",
-        "--name",
-        "unit-1",
-        "--role",
-        "security_unit",
-        "--key",
-        unit.pem_file(d).to_str().unwrap(),
-    ]);
-    vakt_ok(&["keys", "add", "--name", "police-1", "--role", "police", "--key", police.pem_file(d).to_str().unwrap()]);
+    authorise(&cfg, &unit, "security_unit");
+    authorise(&cfg, &police, "police");
     let sub = Subscriber::start(broker.port, "vakt/#");
     let mut b = BoxProcess::start(&cfg.path);
     std::thread::sleep(Duration::from_secs(3));
